@@ -1,0 +1,607 @@
+//! The `Rollout` custom resource, `rollouts.serin.dev/v1alpha1`.
+//!
+//! Validation lives in the generated schema (bounds, patterns) and in CEL rules, so the API
+//! server refuses a nonsensical Rollout at `kubectl apply` time with the field's path. Each rule
+//! carries a `fieldPath` and a message that names the fix.
+//!
+//! Every field that a later capability adds is optional, with a default that keeps older
+//! Rollouts valid.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Go-style duration such as `30s`, `1m`, `1h30m` or `500ms`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// Names of objects that Serin derives Service names from (`<name>-primary`, `<name>-canary`):
+/// a DNS-1035 label short enough to take the longest suffix.
+pub const TARGET_NAME_PATTERN: &str = r"^[a-z]([-a-z0-9]*[a-z0-9])?$";
+
+/// A canary rollout of one Deployment.
+///
+/// Serin watches the named Deployment. When its pod template changes, Serin runs the new
+/// version as a canary, shifts traffic to it step by step through an SMI TrafficSplit, checks
+/// the analysis gates at each step, and promotes or rolls back.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "serin.dev",
+    version = "v1alpha1",
+    kind = "Rollout",
+    plural = "rollouts",
+    singular = "rollout",
+    shortname = "srl",
+    category = "serin",
+    namespaced,
+    doc = "A canary rollout of one Deployment over SMI traffic splitting.",
+    status = "RolloutStatus",
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetRef.name"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canaryWeight","description":"Percent of traffic on the canary"}"#,
+    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.step","description":"Current step"}"#,
+    printcolumn = r#"{"name":"Steps","type":"integer","jsonPath":".status.steps","description":"Steps in the schedule"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message","priority":1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// The Deployment to roll out. The user owns it and edits it (`kubectl set image`, Git);
+    /// Serin runs its new revisions as canaries.
+    pub target_ref: TargetRef,
+
+    /// The Service that clients call. Serin manages `<name>` (the root), `<name>-primary` and
+    /// `<name>-canary`.
+    pub service: ServiceSpec,
+
+    /// How traffic is split between primary and canary.
+    #[serde(default)]
+    pub traffic: TrafficSpec,
+
+    /// The step schedule: which canary weights, and how long each step lasts.
+    #[serde(default)]
+    pub strategy: Strategy,
+
+    /// The metric gates checked at each step. Without gates, the rollout progresses on time
+    /// alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+
+    /// Seconds the canary may take to become ready, or a step to make progress, before the
+    /// rollout fails. Like a Deployment's field of the same name.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub progress_deadline_seconds: i32,
+
+    /// Holds the rollout at its current step. Traffic stays where it is.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_progress_deadline() -> i32 {
+    600
+}
+
+/// A reference to the Deployment that Serin rolls out.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    /// API version of the target. Only `apps/v1` is supported.
+    #[serde(default = "default_target_api_version")]
+    #[schemars(regex(pattern = r"^apps/v1$"))]
+    pub api_version: String,
+    /// Kind of the target. Only `Deployment` is supported.
+    #[serde(default = "default_target_kind")]
+    #[schemars(regex(pattern = r"^Deployment$"))]
+    pub kind: String,
+    /// Name of the Deployment, in the Rollout's namespace. At most 55 characters, so that
+    /// `<name>-primary` and `<name>-canary` are valid Service names.
+    #[schemars(length(min = 1, max = 55), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+fn default_target_api_version() -> String {
+    "apps/v1".to_string()
+}
+fn default_target_kind() -> String {
+    "Deployment".to_string()
+}
+
+/// The Service in front of the Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Port that the root, primary and canary Services expose.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Container port that traffic goes to: a number or a named port. Defaults to `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    /// Name of the Service port. Meshes use it to pick the protocol (`http`, `grpc`).
+    #[serde(default = "default_port_name")]
+    #[schemars(length(min = 1, max = 15), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    pub port_name: String,
+}
+
+fn default_port_name() -> String {
+    "http".to_string()
+}
+
+/// Which traffic backend Serin writes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSpec {
+    /// SMI TrafficSplit settings.
+    #[serde(default)]
+    pub smi: SmiTraffic,
+}
+
+/// SMI TrafficSplit settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SmiTraffic {
+    /// The `split.smi-spec.io` version to write. `auto` picks the best version the API server
+    /// serves: meshes read different ones (linkerd-smi v1alpha1/v1alpha2, OSM v1alpha2,
+    /// Traefik v1alpha3).
+    #[serde(default)]
+    pub version: SmiVersion,
+}
+
+/// A `split.smi-spec.io` version, or `auto`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SmiVersion {
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "v1alpha1")]
+    V1alpha1,
+    #[serde(rename = "v1alpha2")]
+    V1alpha2,
+    #[serde(rename = "v1alpha3")]
+    V1alpha3,
+    #[serde(rename = "v1alpha4")]
+    V1alpha4,
+}
+
+/// The step schedule. Give either `stepWeight` (with an optional `maxWeight`) or an explicit
+/// list of `weights`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(self.stepWeight) && has(self.weights))")
+        .message("give either stepWeight (with maxWeight) or weights, not both")
+        .field_path(".weights"),
+    validation = Rule::new("!has(self.maxWeight) || has(self.stepWeight)")
+        .message("maxWeight needs stepWeight; for an explicit schedule use weights")
+        .field_path(".maxWeight"),
+    validation = Rule::new("!has(self.maxWeight) || !has(self.stepWeight) || self.maxWeight >= self.stepWeight")
+        .message("maxWeight must be at least stepWeight")
+        .field_path(".maxWeight"),
+)]
+pub struct Strategy {
+    /// Canary weight added at each step, in percent. Steps are stepWeight, 2×stepWeight, …
+    /// up to maxWeight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub step_weight: Option<i32>,
+    /// The last canary weight before promotion, in percent. Defaults to 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_weight: Option<i32>,
+    /// An explicit schedule of canary weights in percent, strictly increasing, e.g.
+    /// `[5, 10, 25, 50]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 20), inner(range(min = 1, max = 100)))]
+    #[x_kube(validation = Rule::new("self.all(w, self.exists_one(x, x == w)) && self.isSorted()")
+        .message("weights must be strictly increasing, e.g. [5, 10, 25, 50]"))]
+    pub weights: Option<Vec<i32>>,
+    /// How long each step lasts before its gates are checked, as a duration (`30s`, `1m`).
+    #[serde(default = "default_interval")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('24h')")
+        .message("interval must be between 1s and 24h, e.g. 1m"))]
+    pub interval: String,
+}
+
+fn default_interval() -> String {
+    "1m".to_string()
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy { step_weight: None, max_weight: None, weights: None, interval: default_interval() }
+    }
+}
+
+/// The stepWeight used when a Rollout gives neither stepWeight nor weights.
+pub const DEFAULT_STEP_WEIGHT: i32 = 10;
+/// The maxWeight used when a Rollout gives stepWeight without maxWeight.
+pub const DEFAULT_MAX_WEIGHT: i32 = 50;
+
+impl Strategy {
+    /// The canary weight of each step, in order. Never empty; every entry is in 1..=100 and
+    /// the list is strictly increasing (the CRD rules guarantee it for stored objects; this
+    /// clamps and deduplicates anyway, so a Rollout that skipped validation cannot panic the
+    /// operator).
+    pub fn step_weights(&self) -> Vec<i32> {
+        let mut weights = match &self.weights {
+            Some(ws) if !ws.is_empty() => ws.iter().map(|w| (*w).clamp(1, 100)).collect(),
+            _ => {
+                let step = self.step_weight.unwrap_or(DEFAULT_STEP_WEIGHT).clamp(1, 100);
+                let max = self.max_weight.unwrap_or(DEFAULT_MAX_WEIGHT).clamp(step, 100);
+                (1..).map(|i| i * step).take_while(|w| *w <= max).collect::<Vec<_>>()
+            }
+        };
+        weights.sort_unstable();
+        weights.dedup();
+        weights
+    }
+}
+
+/// Metric gates checked at each step, comparing canary with primary.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// The metric window, as a duration. Defaults to the step interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')")
+        .message("window must be at least 1s, e.g. 1m"))]
+    pub window: Option<String>,
+    /// Fewest canary requests in a window for a verdict. Below it the result is "insufficient
+    /// data": never a pass, and handled by `onInsufficientData`.
+    #[serde(default = "default_min_requests")]
+    #[schemars(range(min = 0, max = 1000000000))]
+    pub min_requests: i64,
+    /// Failed checks tolerated before rollback.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub tolerance: i32,
+    /// What to do while there is too little traffic for a verdict.
+    #[serde(default)]
+    pub on_insufficient_data: InsufficientDataPolicy,
+    /// The gates.
+    #[serde(default)]
+    pub gates: Gates,
+}
+
+fn default_min_requests() -> i64 {
+    50
+}
+
+/// What to do when a window holds fewer requests than `minRequests`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InsufficientDataPolicy {
+    /// `hold` waits at the current step; `fail` counts the window as a failed check.
+    #[serde(default)]
+    pub action: InsufficientDataAction,
+    /// With `hold`, how long to wait for enough traffic before failing the rollout.
+    #[serde(default = "default_insufficient_deadline")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')")
+        .message("deadline must be at least 1s, e.g. 10m"))]
+    pub deadline: String,
+}
+
+impl Default for InsufficientDataPolicy {
+    fn default() -> Self {
+        InsufficientDataPolicy { action: InsufficientDataAction::Hold, deadline: default_insufficient_deadline() }
+    }
+}
+
+fn default_insufficient_deadline() -> String {
+    "10m".to_string()
+}
+
+/// `hold` or `fail`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum InsufficientDataAction {
+    #[default]
+    Hold,
+    Fail,
+}
+
+/// Success-rate and latency gates.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Gates {
+    /// Success rate of the canary, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<SuccessRateGate>,
+    /// Latency quantiles of the canary, in milliseconds. At most one entry per quantile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    #[x_kube(validation = Rule::new("self.all(g, self.exists_one(h, h.quantile == g.quantile))")
+        .message("each latency quantile may appear once"))]
+    pub latency: Vec<LatencyGate>,
+}
+
+/// Success-rate gate. Give `min`, `maxDropVsPrimary`, or both.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.min) || has(self.maxDropVsPrimary)")
+    .message("successRate needs min, maxDropVsPrimary, or both"))]
+pub struct SuccessRateGate {
+    /// Lowest acceptable canary success rate, in percent (0–100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min: Option<f64>,
+    /// How many percentage points the canary may be below the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub max_drop_vs_primary: Option<f64>,
+}
+
+/// Latency gate for one quantile. Give `maxMs`, `maxIncreaseVsPrimary`, or both.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.maxMs) || has(self.maxIncreaseVsPrimary)")
+    .message("a latency gate needs maxMs, maxIncreaseVsPrimary, or both"))]
+pub struct LatencyGate {
+    /// The quantile: `p50`, `p90` or `p99`.
+    pub quantile: LatencyQuantile,
+    /// Highest acceptable canary latency at this quantile, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001, max = 3600000.0))]
+    pub max_ms: Option<f64>,
+    /// How much slower than the primary the canary may be, in percent of the primary's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 10000.0))]
+    pub max_increase_vs_primary: Option<f64>,
+}
+
+/// A latency quantile served by the SMI Traffic Metrics API.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum LatencyQuantile {
+    P50,
+    P90,
+    P99,
+}
+
+/// Where a rollout is in its life.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Serin is creating the primary from the first revision.
+    #[default]
+    Initializing,
+    /// The promoted revision serves all traffic; nothing to do.
+    Idle,
+    /// A canary is receiving traffic and being analysed.
+    Progressing,
+    /// `spec.paused` holds the rollout at its step.
+    Paused,
+    /// The primary is being updated to the canary's revision.
+    Promoting,
+    /// The last revision was promoted.
+    Succeeded,
+    /// The last revision was rolled back.
+    Failed,
+}
+
+/// Observed state, following kstatus: `observedGeneration` and the conditions `Ready`,
+/// `Reconciling` and `Stalled`, plus `Promoted`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the rollout is.
+    #[serde(default)]
+    pub phase: Phase,
+    /// A human-readable sentence that explains the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The current step, from 1; 0 when no canary runs.
+    #[serde(default)]
+    pub step: i32,
+    /// Number of steps in the schedule.
+    #[serde(default)]
+    pub steps: i32,
+    /// Percent of traffic on the canary.
+    #[serde(default)]
+    pub canary_weight: i32,
+    /// Pod-template hash of the revision being rolled out (the canary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<String>,
+    /// Pod-template hash of the revision the primary runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_revision: Option<String>,
+    /// When the current step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// Failed checks at the current revision, against `analysis.tolerance`.
+    #[serde(default)]
+    pub failed_checks: i32,
+    /// The TrafficSplit version in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_split_version: Option<String>,
+    /// The last verdict of each gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateStatus>,
+    /// kstatus conditions: Ready, Reconciling, Stalled, Promoted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The last evaluation of one gate.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GateStatus {
+    /// The gate, e.g. `successRate` or `latency.p99`.
+    pub name: String,
+    /// The canary's measured value, or absent when nothing could be measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The primary's measured value, when the gate compares with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_value: Option<f64>,
+    /// The threshold, as text, e.g. `>= 99`.
+    pub threshold: String,
+    /// Pass, Fail or InsufficientData.
+    pub verdict: Verdict,
+    /// Canary requests in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<f64>,
+    /// When it was evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
+}
+
+/// A gate's verdict. Missing, NaN or stale data is `InsufficientData`, never `Pass`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail,
+    InsufficientData,
+}
+
+/// Condition types Serin sets.
+pub mod condition {
+    /// kstatus: the rollout has reached its desired state.
+    pub const READY: &str = "Ready";
+    /// kstatus: the controller is working towards the desired state.
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: progress has stopped and needs a human (failed, deadline exceeded).
+    pub const STALLED: &str = "Stalled";
+    /// The canary revision was promoted.
+    pub const PROMOTED: &str = "Promoted";
+}
+
+/// Labels and annotations Serin puts on objects it manages.
+pub mod labels {
+    /// Marks objects Serin created.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// The value of [`MANAGED_BY`].
+    pub const MANAGER: &str = "serin";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    fn spec_from(json: serde_json::Value) -> RolloutSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_minimal_spec_gets_every_default() {
+        let spec = spec_from(serde_json::json!({"targetRef": {"name": "web"}, "service": {"port": 80}}));
+        assert_eq!(spec.target_ref.api_version, "apps/v1");
+        assert_eq!(spec.target_ref.kind, "Deployment");
+        assert_eq!(spec.service.port_name, "http");
+        assert_eq!(spec.traffic.smi.version, SmiVersion::Auto);
+        assert_eq!(spec.strategy.interval, "1m");
+        assert_eq!(spec.progress_deadline_seconds, 600);
+        assert!(!spec.paused);
+        assert_eq!(spec.analysis, None);
+        assert_eq!(spec.strategy.step_weights(), vec![10, 20, 30, 40, 50]);
+    }
+
+    #[test]
+    fn analysis_defaults_hold_on_insufficient_data() {
+        let spec = spec_from(serde_json::json!({
+            "targetRef": {"name": "web"}, "service": {"port": 80},
+            "analysis": {"gates": {"successRate": {"min": 99}}}
+        }));
+        let analysis = spec.analysis.unwrap();
+        assert_eq!(analysis.min_requests, 50);
+        assert_eq!(analysis.tolerance, 0);
+        assert_eq!(analysis.on_insufficient_data.action, InsufficientDataAction::Hold);
+        assert_eq!(analysis.on_insufficient_data.deadline, "10m");
+        assert_eq!(analysis.gates.success_rate.unwrap().min, Some(99.0));
+    }
+
+    #[test]
+    fn schema_defaults_match_serde_defaults() {
+        // The API server applies the schema's defaults; the operator applies serde's. They
+        // must agree, or an object means different things depending on who read it.
+        let crd = serde_json::to_value(Rollout::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        assert_eq!(spec["progressDeadlineSeconds"]["default"], 600);
+        assert_eq!(spec["strategy"]["properties"]["interval"]["default"], "1m");
+        assert_eq!(spec["service"]["properties"]["portName"]["default"], "http");
+        assert_eq!(spec["targetRef"]["properties"]["kind"]["default"], "Deployment");
+        assert_eq!(spec["analysis"]["properties"]["minRequests"]["default"], 50);
+    }
+
+    #[test]
+    fn step_weights_follow_step_and_max() {
+        let s = |step, max| Strategy { step_weight: step, max_weight: max, ..Strategy::default() };
+        assert_eq!(s(Some(25), Some(100)).step_weights(), vec![25, 50, 75, 100]);
+        assert_eq!(s(Some(20), None).step_weights(), vec![20, 40]);
+        assert_eq!(s(Some(30), Some(80)).step_weights(), vec![30, 60]);
+        assert_eq!(s(Some(60), Some(50)).step_weights(), vec![60], "max below step is clamped up to step");
+        assert_eq!(s(Some(0), Some(5)).step_weights(), vec![1, 2, 3, 4, 5], "a zero step is clamped to 1");
+    }
+
+    #[test]
+    fn explicit_weights_are_used_and_sanitised() {
+        let s = |ws: Vec<i32>| Strategy { weights: Some(ws), ..Strategy::default() };
+        assert_eq!(s(vec![5, 10, 25, 50]).step_weights(), vec![5, 10, 25, 50]);
+        assert_eq!(s(vec![50, 10, 10, 500]).step_weights(), vec![10, 50, 100]);
+        assert_eq!(s(vec![]).step_weights(), vec![10, 20, 30, 40, 50]);
+    }
+
+    #[test]
+    fn rollout_round_trips_through_json_and_yaml() {
+        let spec = spec_from(serde_json::json!({
+            "targetRef": {"name": "web"},
+            "service": {"port": 80, "targetPort": "http"},
+            "traffic": {"smi": {"version": "v1alpha2"}},
+            "strategy": {"weights": [5, 10, 25, 50], "interval": "30s"},
+            "analysis": {
+                "window": "1m", "minRequests": 100, "tolerance": 2,
+                "onInsufficientData": {"action": "fail", "deadline": "5m"},
+                "gates": {
+                    "successRate": {"min": 99.5, "maxDropVsPrimary": 0.5},
+                    "latency": [{"quantile": "p99", "maxMs": 500, "maxIncreaseVsPrimary": 20}]
+                }
+            },
+            "progressDeadlineSeconds": 120,
+            "paused": true
+        }));
+        let mut rollout = Rollout::new("web", spec);
+        rollout.status = Some(RolloutStatus {
+            observed_generation: Some(3),
+            phase: Phase::Progressing,
+            step: 2,
+            steps: 4,
+            canary_weight: 10,
+            canary_revision: Some("7d9f21".into()),
+            promoted_revision: Some("5c8d9f".into()),
+            gates: vec![GateStatus {
+                name: "successRate".into(),
+                value: Some(97.8),
+                primary_value: Some(99.9),
+                threshold: ">= 99.5".into(),
+                verdict: Verdict::Fail,
+                requests: Some(1204.0),
+                at: None,
+            }],
+            ..RolloutStatus::default()
+        });
+        let json = serde_json::to_string(&rollout).unwrap();
+        let back: Rollout = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.spec, rollout.spec);
+        assert_eq!(back.status, rollout.status);
+
+        let yaml = serde_saphyr::to_string(&rollout).unwrap();
+        let back: Rollout = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(back.spec, rollout.spec);
+        assert_eq!(back.status, rollout.status);
+    }
+
+    #[test]
+    fn unknown_enum_values_are_refused_by_name() {
+        let err = serde_json::from_value::<RolloutSpec>(serde_json::json!({
+            "targetRef": {"name": "web"}, "service": {"port": 80},
+            "traffic": {"smi": {"version": "v2"}}
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("v2"), "{err}");
+    }
+}
