@@ -1,1 +1,122 @@
-//! Helpers for end-to-end tests.
+//! Helpers for Serin's end-to-end tests.
+//!
+//! Every test runs against the real local control plane that `e2e/cluster up` starts (etcd,
+//! kube-apiserver, kube-controller-manager, kube-scheduler and kwok, all on 127.0.0.1). The
+//! first test to ask for a client brings the cluster up; `up` is idempotent, so a cluster that
+//! is already running is reused. Tests isolate themselves in namespaces of their own.
+//!
+//! This crate is test support: a helper that cannot do its job panics with a message that says
+//! what failed, which is how a test reports it.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config};
+
+/// The field manager e2e tests write with.
+pub const MANAGER: &str = "serin-e2e";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Brings the local control plane up (once per test binary) and returns the admin kubeconfig.
+pub fn kubeconfig() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let script = repo_root().join("e2e/cluster");
+        let out = std::process::Command::new(&script)
+            .arg("up")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(out.status.success(), "`e2e/cluster up` failed ({}); its log is above", out.status);
+        let path = String::from_utf8(out.stdout).unwrap();
+        let path = PathBuf::from(path.trim().lines().last().unwrap_or_default());
+        assert!(path.is_file(), "`e2e/cluster up` printed {path:?}, which is not a kubeconfig file");
+        path
+    })
+}
+
+/// The cluster's state directory: certificates, logs, and the audit log.
+pub fn cluster_dir() -> PathBuf {
+    kubeconfig().parent().unwrap().to_path_buf()
+}
+
+/// The API server's audit log.
+pub fn audit_log() -> PathBuf {
+    cluster_dir().join("audit.log")
+}
+
+/// A client for the local control plane, as its admin.
+pub async fn client() -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig()).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// Creates a namespace with a unique name that starts with `prefix`, and returns its name.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let name = format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    name
+}
+
+/// Applies a CRD (server-side) and waits until the API server serves it.
+pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap();
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(crd)).await.unwrap();
+    let established = await_condition(api, &name, conditions::is_crd_established());
+    tokio::time::timeout(Duration::from_secs(60), established)
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} was not Established within 60s"))
+        .unwrap();
+}
+
+/// Reads a CRD from a YAML file under the repository root.
+pub fn crd_from_file(relative: &str) -> CustomResourceDefinition {
+    let path = repo_root().join(relative);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{} is not a CRD: {e}", path.display()))
+}
+
+/// Installs the committed Rollout CRD, `crds/rollouts.serin.dev.yaml`.
+pub async fn install_rollout_crd(client: &Client) {
+    apply_crd(client, &crd_from_file(serin::crdgen::ROLLOUT_CRD_PATH)).await;
+}
+
+/// Installs the test fixture TrafficSplit CRD, which serves v1alpha1 to v1alpha4.
+pub async fn install_trafficsplit_crd(client: &Client) {
+    apply_crd(client, &crd_from_file("e2e/fixtures/smi/trafficsplit-crd.yaml")).await;
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

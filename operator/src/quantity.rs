@@ -40,9 +40,7 @@ impl Quantity {
             b'+' => (false, &s[1..]),
             _ => (false, s),
         };
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let (number, suffix) = rest.split_at(number_len);
         let (int_part, frac_part) = match number.split_once('.') {
             Some((i, f)) => (i, f),
@@ -97,9 +95,7 @@ impl Quantity {
     /// The value as a float, for metrics. Exact for the values SMI produces.
     pub fn as_f64(&self) -> f64 {
         // Parse the decimal form rather than multiply powers of ten: it rounds once, correctly.
-        let decimal: f64 = format!("{}e{}", self.mantissa, self.exp10)
-            .parse()
-            .unwrap_or(f64::NAN);
+        let decimal: f64 = format!("{}e{}", self.mantissa, self.exp10).parse().unwrap_or(f64::NAN);
         decimal * 2f64.powi(self.exp2 as i32)
     }
 
@@ -128,11 +124,7 @@ impl std::str::FromStr for Quantity {
 /// Formats a value in thousandths the way the API server canonicalises it: `1000` → `"1"`,
 /// `500` → `"500m"`.
 pub fn format_milli(milli: i64) -> String {
-    if milli % 1000 == 0 {
-        format!("{}", milli / 1000)
-    } else {
-        format!("{milli}m")
-    }
+    if milli % 1000 == 0 { format!("{}", milli / 1000) } else { format!("{milli}m") }
 }
 
 impl fmt::Display for Quantity {

@@ -4,8 +4,8 @@
 fn committed_crd_matches_the_types() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let path = root.join(serin::crdgen::ROLLOUT_CRD_PATH);
-    let committed = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let committed =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let generated = serin::crdgen::rollout_crd_yaml().unwrap();
     assert!(
         committed == generated,

@@ -285,7 +285,10 @@ pub struct InsufficientDataPolicy {
 
 impl Default for InsufficientDataPolicy {
     fn default() -> Self {
-        InsufficientDataPolicy { action: InsufficientDataAction::Hold, deadline: default_insufficient_deadline() }
+        InsufficientDataPolicy {
+            action: InsufficientDataAction::Hold,
+            deadline: default_insufficient_deadline(),
+        }
     }
 }
 
@@ -520,7 +523,8 @@ mod tests {
         // The API server applies the schema's defaults; the operator applies serde's. They
         // must agree, or an object means different things depending on who read it.
         let crd = serde_json::to_value(Rollout::crd()).unwrap();
-        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let spec =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
         assert_eq!(spec["progressDeadlineSeconds"]["default"], 600);
         assert_eq!(spec["strategy"]["properties"]["interval"]["default"], "1m");
         assert_eq!(spec["service"]["properties"]["portName"]["default"], "http");

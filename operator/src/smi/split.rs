@@ -132,8 +132,14 @@ mod tests {
             v1alpha1::TrafficSplitSpec {
                 service: "web".into(),
                 backends: vec![
-                    v1alpha1::TrafficSplitBackend { service: "web-primary".into(), weight: Quantity("1".into()) },
-                    v1alpha1::TrafficSplitBackend { service: "web-canary".into(), weight: Quantity("0".into()) },
+                    v1alpha1::TrafficSplitBackend {
+                        service: "web-primary".into(),
+                        weight: Quantity("1".into()),
+                    },
+                    v1alpha1::TrafficSplitBackend {
+                        service: "web-canary".into(),
+                        weight: Quantity("0".into()),
+                    },
                 ],
             },
         );
@@ -171,7 +177,11 @@ mod tests {
 
         let v3 = v1alpha3::TrafficSplit::new(
             "web",
-            v1alpha3::TrafficSplitSpec { service: spec.service.clone(), backends: spec.backends.clone(), matches: None },
+            v1alpha3::TrafficSplitSpec {
+                service: spec.service.clone(),
+                backends: spec.backends.clone(),
+                matches: None,
+            },
         );
         let value = serde_json::to_value(&v3).unwrap();
         assert_eq!(value["apiVersion"], "split.smi-spec.io/v1alpha3");
