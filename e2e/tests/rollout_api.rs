@@ -123,7 +123,7 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             "target-long",
             with(json!({"targetRef": {"name": "a".repeat(56)}})),
             "spec.targetRef.name",
-            "at most 55",
+            "may not be more than 55 bytes",
         ),
         (
             "target-kind",

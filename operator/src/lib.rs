@@ -5,6 +5,7 @@
 //!   Metrics).
 //! - [`quantity`]: exact Kubernetes quantities, used by both.
 //! - [`crdgen`]: the generated CRD YAML committed under `crds/`.
+pub mod analysis;
 pub mod api;
 pub mod crdgen;
 pub mod quantity;

@@ -1,0 +1,2 @@
+//! Canary analysis: turning metric observations into gate verdicts.
+pub mod sequential;
