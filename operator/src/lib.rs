@@ -8,5 +8,7 @@
 pub mod analysis;
 pub mod api;
 pub mod crdgen;
+pub mod duration;
+pub mod engine;
 pub mod quantity;
 pub mod smi;

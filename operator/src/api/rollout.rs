@@ -421,6 +421,12 @@ pub struct RolloutStatus {
     /// The TrafficSplit version in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_split_version: Option<String>,
+    /// Since when the gates have lacked data at this step (`analysis.onInsufficientData`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insufficient_data_since: Option<Time>,
+    /// The last manual request (promote, abort, retry) and what became of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<RequestStatus>,
     /// The last verdict of each gate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateStatus>,
@@ -453,6 +459,30 @@ pub struct GateStatus {
     pub at: Option<Time>,
 }
 
+/// A manual request handled by Serin. Requests are made through the `serin.dev/request`
+/// annotation, `<action>/<id>`, and each distinct value is handled once.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestStatus {
+    /// The annotation's value, e.g. `promote/1732771234`.
+    pub id: String,
+    /// Accepted or Refused.
+    pub outcome: RequestOutcome,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
+}
+
+/// What became of a manual request.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestOutcome {
+    Accepted,
+    Refused,
+}
+
 /// A gate's verdict. Missing, NaN or stale data is `InsufficientData`, never `Pass`.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -479,6 +509,11 @@ pub mod labels {
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     /// The value of [`MANAGED_BY`].
     pub const MANAGER: &str = "serin";
+    /// Annotation through which users (and `kubectl serin`) ask for promote, abort or retry:
+    /// `<action>/<id>`, where the id makes each request distinct.
+    pub const REQUEST: &str = "serin.dev/request";
+    /// Annotation on the primary Deployment: the revision of the template it runs.
+    pub const REVISION: &str = "serin.dev/revision";
 }
 
 #[cfg(test)]

@@ -1,0 +1,681 @@
+//! One test per transition of the state diagram in `decide.rs`, plus property tests of the
+//! invariants over random observation sequences.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::json;
+
+use super::*;
+use crate::api::{GateStatus, Phase, RequestOutcome, RolloutSpec, RolloutStatus, Verdict};
+
+const T0: i64 = 1_800_000_000;
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(T0 + seconds).unwrap()
+}
+
+fn spec(extra: serde_json::Value) -> RolloutSpec {
+    let mut base = json!({
+        "targetRef": {"name": "web"}, "service": {"port": 80},
+        "strategy": {"stepWeight": 25, "maxWeight": 50, "interval": "1m"},
+        "progressDeadlineSeconds": 300
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    serde_json::from_value(base).unwrap()
+}
+
+fn gated() -> RolloutSpec {
+    spec(json!({"analysis": {"tolerance": 1, "gates": {"successRate": {"min": 99}}}}))
+}
+
+fn workload(revision: &str, replicas: i32, ready: bool) -> Workload {
+    Workload { revision: revision.into(), replicas, ready, failure: None }
+}
+
+fn obs(target: Workload, primary: Option<Workload>) -> Observations {
+    Observations { generation: Some(1), target: Some(target), primary, gates: None, request: None }
+}
+
+/// A status at `phase` for canary `rev2` over promoted `rev1`.
+fn status(phase: Phase, step: i32, weight: i32, started: i64) -> RolloutStatus {
+    RolloutStatus {
+        phase,
+        step,
+        steps: 2,
+        canary_weight: weight,
+        canary_revision: Some("rev2".into()),
+        promoted_revision: Some("rev1".into()),
+        step_started_at: Some(Time(at(started))),
+        ..RolloutStatus::default()
+    }
+}
+
+fn idle() -> RolloutStatus {
+    RolloutStatus { phase: Phase::Idle, promoted_revision: Some("rev1".into()), ..RolloutStatus::default() }
+}
+
+fn gate(verdict: Verdict, value: f64) -> GateStatus {
+    GateStatus {
+        name: "successRate".into(),
+        value: Some(value),
+        primary_value: Some(99.9),
+        threshold: ">= 99".into(),
+        verdict,
+        requests: Some(500.0),
+        at: None,
+    }
+}
+
+fn reasons(d: &Decision) -> Vec<&'static str> {
+    d.events.iter().map(|e| e.reason).collect()
+}
+
+fn cond<'a>(d: &'a Decision, type_: &str) -> &'a str {
+    d.status.conditions.iter().find(|c| c.type_ == type_).map_or("absent", |c| c.status.as_str())
+}
+
+fn with_request(mut o: Observations, action: RequestAction, id: &str) -> Observations {
+    o.request = Some(Request { id: id.into(), action });
+    o
+}
+
+// ----- Initializing ---------------------------------------------------------------------------
+
+#[test]
+fn initializing_creates_the_primary_and_keeps_traffic_on_the_running_app() {
+    let d = decide(&spec(json!({})), &RolloutStatus::default(), &obs(workload("rev1", 3, true), None), at(0));
+    assert_eq!(d.status.phase, Phase::Initializing);
+    assert_eq!(d.desired.primary_revision.as_deref(), Some("rev1"));
+    assert_eq!(d.desired.primary_replicas, 3, "the primary copies the app's replicas");
+    assert_eq!(d.desired.canary_weight, 100, "the app keeps serving until the primary is ready");
+    assert_eq!(d.desired.canary_replicas, 3);
+    assert_eq!(cond(&d, "Reconciling"), "True");
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(300)), "wakes at the progress deadline");
+}
+
+#[test]
+fn initializing_becomes_idle_when_the_primary_is_ready() {
+    let s = RolloutStatus { step_started_at: Some(Time(at(0))), ..RolloutStatus::default() };
+    let d = decide(
+        &spec(json!({})),
+        &s,
+        &obs(workload("rev1", 3, true), Some(workload("rev1", 3, true))),
+        at(10),
+    );
+    assert_eq!(d.status.phase, Phase::Idle);
+    assert_eq!(d.status.promoted_revision.as_deref(), Some("rev1"));
+    assert_eq!(d.desired.canary_weight, 0, "all traffic on the primary");
+    assert_eq!(d.desired.canary_replicas, 0, "the app is scaled to zero");
+    assert_eq!(reasons(&d), vec!["Initialized"]);
+    assert_eq!(cond(&d, "Ready"), "True");
+    assert_eq!(cond(&d, "Promoted"), "True");
+}
+
+#[test]
+fn initializing_waits_for_a_primary_at_the_targets_revision() {
+    let s = RolloutStatus { step_started_at: Some(Time(at(0))), ..RolloutStatus::default() };
+    let d = decide(
+        &spec(json!({})),
+        &s,
+        &obs(workload("rev2", 3, true), Some(workload("rev1", 3, true))),
+        at(10),
+    );
+    assert_eq!(d.status.phase, Phase::Initializing);
+    assert_eq!(d.desired.primary_revision.as_deref(), Some("rev2"));
+}
+
+#[test]
+fn initializing_stalls_at_the_deadline_with_one_event() {
+    let s = RolloutStatus { step_started_at: Some(Time(at(0))), ..RolloutStatus::default() };
+    let o = obs(workload("rev1", 3, true), Some(workload("rev1", 3, false)));
+    let d = decide(&spec(json!({})), &s, &o, at(301));
+    assert_eq!(d.status.phase, Phase::Initializing);
+    assert_eq!(cond(&d, "Stalled"), "True");
+    assert_eq!(cond(&d, "Reconciling"), "False");
+    assert_eq!(reasons(&d), vec!["ProgressDeadlineExceeded"]);
+    let again = decide(&spec(json!({})), &d.status, &o, at(400));
+    assert!(again.events.is_empty(), "the stall is reported once");
+}
+
+#[test]
+fn a_missing_target_is_explained() {
+    let o = Observations { generation: Some(2), ..Observations::default() };
+    let d = decide(&spec(json!({})), &RolloutStatus::default(), &o, at(0));
+    assert!(d.status.message.unwrap().contains("spec.targetRef.name"));
+    assert_eq!(d.status.observed_generation, Some(2));
+}
+
+// ----- Idle, Succeeded, Failed ------------------------------------------------------------------
+
+#[test]
+fn idle_at_the_promoted_revision_does_nothing() {
+    let o = obs(workload("rev1", 0, true), Some(workload("rev1", 3, true)));
+    let d = decide(&spec(json!({})), &idle(), &o, at(0));
+    assert_eq!(d.status.phase, Phase::Idle);
+    assert!(d.events.is_empty());
+    assert_eq!(d.desired.canary_weight, 0);
+    assert_eq!(d.desired.canary_replicas, 0);
+    assert_eq!(d.desired.primary_revision.as_deref(), Some("rev1"));
+}
+
+#[test]
+fn a_new_revision_starts_the_canary_at_step_zero() {
+    let o = obs(workload("rev2", 0, false), Some(workload("rev1", 3, true)));
+    let d = decide(&spec(json!({})), &idle(), &o, at(0));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert_eq!(d.status.step, 0);
+    assert_eq!(d.status.canary_revision.as_deref(), Some("rev2"));
+    assert_eq!(d.desired.canary_replicas, 3, "the canary matches the primary's replicas");
+    assert_eq!(d.desired.canary_weight, 0, "no traffic before it is ready");
+    assert_eq!(d.desired.primary_revision.as_deref(), Some("rev1"), "the primary keeps its revision");
+    assert_eq!(reasons(&d), vec!["NewRevision"]);
+    assert_eq!(cond(&d, "Ready"), "False");
+}
+
+#[test]
+fn succeeded_starts_again_on_a_new_revision() {
+    let mut s = idle();
+    s.phase = Phase::Succeeded;
+    let d = decide(
+        &spec(json!({})),
+        &s,
+        &obs(workload("rev2", 0, false), Some(workload("rev1", 3, true))),
+        at(0),
+    );
+    assert_eq!(d.status.phase, Phase::Progressing);
+}
+
+#[test]
+fn failed_stays_failed_for_the_same_revision() {
+    let mut s = status(Phase::Failed, 0, 0, 0);
+    s.step_started_at = None;
+    let o = obs(workload("rev2", 0, false), Some(workload("rev1", 3, true)));
+    let d = decide(&spec(json!({})), &s, &o, at(100));
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert!(d.events.is_empty());
+    assert_eq!(d.desired.canary_weight, 0);
+    assert_eq!(d.desired.canary_replicas, 0);
+    assert_eq!(cond(&d, "Stalled"), "True");
+}
+
+#[test]
+fn failed_starts_again_on_a_newer_revision() {
+    let s = status(Phase::Failed, 0, 0, 0);
+    let d = decide(
+        &spec(json!({})),
+        &s,
+        &obs(workload("rev3", 0, false), Some(workload("rev1", 3, true))),
+        at(0),
+    );
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert_eq!(d.status.canary_revision.as_deref(), Some("rev3"));
+}
+
+#[test]
+fn failed_becomes_idle_when_the_target_is_reverted() {
+    let s = status(Phase::Failed, 0, 0, 0);
+    let d = decide(
+        &spec(json!({})),
+        &s,
+        &obs(workload("rev1", 0, false), Some(workload("rev1", 3, true))),
+        at(0),
+    );
+    assert_eq!(d.status.phase, Phase::Idle);
+    assert_eq!(cond(&d, "Ready"), "True");
+}
+
+// ----- Progressing ------------------------------------------------------------------------------
+
+#[test]
+fn a_ready_canary_gets_the_first_step_weight() {
+    let o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    let d = decide(&spec(json!({})), &status(Phase::Progressing, 0, 0, 0), &o, at(5));
+    assert_eq!(d.status.step, 1);
+    assert_eq!(d.status.canary_weight, 25);
+    assert_eq!(d.desired.canary_weight, 25);
+    assert_eq!(d.status.step_started_at, Some(Time(at(5))));
+    assert_eq!(reasons(&d), vec!["StepAdvanced"]);
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn a_canary_not_ready_by_the_deadline_is_rolled_back() {
+    let o = obs(workload("rev2", 3, false), Some(workload("rev1", 3, true)));
+    let early = decide(&spec(json!({})), &status(Phase::Progressing, 0, 0, 0), &o, at(299));
+    assert_eq!(early.status.phase, Phase::Progressing);
+    assert_eq!(early.requeue_after, Some(Duration::from_secs(1)));
+    let d = decide(&spec(json!({})), &status(Phase::Progressing, 0, 0, 0), &o, at(300));
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(d.desired.canary_weight, 0);
+    assert_eq!(d.desired.canary_replicas, 0);
+    assert_eq!(reasons(&d), vec!["ProgressDeadlineExceeded"]);
+    assert!(d.status.message.unwrap().contains("progressDeadlineSeconds"));
+}
+
+#[test]
+fn a_crash_looping_canary_is_rolled_back_at_once() {
+    let mut target = workload("rev2", 3, false);
+    target.failure = Some("container web is in CrashLoopBackOff".into());
+    let d = decide(&spec(json!({})), &status(Phase::Progressing, 1, 25, 0), &obs(target, None), at(1));
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(reasons(&d), vec!["CanaryFailing"]);
+    assert!(d.status.message.unwrap().contains("CrashLoopBackOff"));
+}
+
+#[test]
+fn a_step_waits_for_its_interval() {
+    let o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    let d = decide(&spec(json!({})), &status(Phase::Progressing, 1, 25, 0), &o, at(40));
+    assert_eq!(d.status.step, 1);
+    assert!(d.events.is_empty());
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(20)));
+    assert!(!check_due(&spec(json!({})), &d.status, at(40)));
+    assert!(check_due(&spec(json!({})), &d.status, at(60)));
+}
+
+#[test]
+fn without_gates_a_step_advances_on_time_alone() {
+    let o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    let d = decide(&spec(json!({})), &status(Phase::Progressing, 1, 25, 0), &o, at(60));
+    assert_eq!(d.status.step, 2);
+    assert_eq!(d.status.canary_weight, 50);
+}
+
+#[test]
+fn passing_gates_advance_the_step_and_are_recorded() {
+    let mut o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    o.gates = Some(vec![gate(Verdict::Pass, 99.8)]);
+    let d = decide(&gated(), &status(Phase::Progressing, 1, 25, 0), &o, at(60));
+    assert_eq!(d.status.step, 2);
+    assert_eq!(d.status.gates, vec![gate(Verdict::Pass, 99.8)]);
+}
+
+#[test]
+fn the_last_step_passing_starts_promotion() {
+    let mut o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    o.gates = Some(vec![gate(Verdict::Pass, 99.8)]);
+    let d = decide(&gated(), &status(Phase::Progressing, 2, 50, 0), &o, at(60));
+    assert_eq!(d.status.phase, Phase::Promoting);
+    assert_eq!(
+        d.desired.primary_revision.as_deref(),
+        Some("rev2"),
+        "the primary takes the canary's template"
+    );
+    assert_eq!(d.desired.canary_weight, 50, "the canary keeps its traffic while the primary rolls out");
+    assert_eq!(reasons(&d), vec!["Promoting"]);
+}
+
+#[test]
+fn a_failed_check_within_tolerance_holds_the_step() {
+    let mut o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    o.gates = Some(vec![gate(Verdict::Fail, 97.5)]);
+    let d = decide(&gated(), &status(Phase::Progressing, 1, 25, 0), &o, at(60));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert_eq!(d.status.step, 1);
+    assert_eq!(d.status.failed_checks, 1);
+    assert_eq!(reasons(&d), vec!["CheckFailed"]);
+    let message = d.status.message.unwrap();
+    assert!(message.contains("successRate 97.5 (threshold >= 99)"), "{message}");
+    assert!(message.contains("1 of 1 tolerated"), "{message}");
+}
+
+#[test]
+fn failed_checks_beyond_tolerance_roll_back_naming_the_gate() {
+    let mut o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    o.gates = Some(vec![gate(Verdict::Fail, 95.0)]);
+    let mut s = status(Phase::Progressing, 1, 25, 0);
+    s.failed_checks = 1;
+    let d = decide(&gated(), &s, &o, at(60));
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(d.desired.canary_weight, 0);
+    assert_eq!(d.status.gates[0].value, Some(95.0), "the failing values stay in status");
+    assert_eq!(reasons(&d), vec!["AnalysisFailed"]);
+    assert!(d.events[0].warning);
+    assert!(d.status.message.unwrap().contains("successRate 95"));
+}
+
+#[test]
+fn missing_metrics_hold_and_never_pass() {
+    let o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    let d = decide(&gated(), &status(Phase::Progressing, 2, 50, 0), &o, at(60));
+    assert_eq!(d.status.phase, Phase::Progressing, "not promoted on missing metrics");
+    assert_eq!(d.status.step, 2);
+    assert_eq!(d.status.insufficient_data_since, Some(Time(at(60))));
+    assert!(d.status.message.unwrap().contains("insufficient data"));
+}
+
+#[test]
+fn insufficient_data_gates_hold_too() {
+    let mut o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    o.gates = Some(vec![gate(Verdict::InsufficientData, 100.0)]);
+    let d = decide(&gated(), &status(Phase::Progressing, 2, 50, 0), &o, at(60));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    o.gates = Some(vec![]);
+    let d = decide(&gated(), &status(Phase::Progressing, 2, 50, 0), &o, at(60));
+    assert_eq!(d.status.phase, Phase::Progressing, "an empty gate report is not a pass");
+}
+
+#[test]
+fn holding_past_the_insufficient_data_deadline_fails() {
+    let o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    let mut s = status(Phase::Progressing, 1, 25, 560);
+    s.insufficient_data_since = Some(Time(at(0)));
+    let d = decide(&gated(), &s, &o, at(620));
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(reasons(&d), vec!["InsufficientData"]);
+}
+
+#[test]
+fn insufficient_data_counts_as_a_failed_check_with_the_fail_policy() {
+    let spec = spec(json!({"analysis": {"tolerance": 0, "onInsufficientData": {"action": "fail"},
+        "gates": {"successRate": {"min": 99}}}}));
+    let o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    let d = decide(&spec, &status(Phase::Progressing, 1, 25, 0), &o, at(60));
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(reasons(&d), vec!["AnalysisFailed"]);
+}
+
+#[test]
+fn a_new_revision_mid_rollout_restarts_the_analysis() {
+    let o = obs(workload("rev3", 3, false), Some(workload("rev1", 3, true)));
+    let mut s = status(Phase::Progressing, 2, 50, 0);
+    s.failed_checks = 1;
+    let d = decide(&spec(json!({})), &s, &o, at(30));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert_eq!(d.status.step, 0);
+    assert_eq!(d.status.failed_checks, 0);
+    assert_eq!(d.status.canary_revision.as_deref(), Some("rev3"));
+    assert_eq!(d.desired.canary_weight, 0);
+    assert_eq!(reasons(&d), vec!["RevisionChanged"]);
+}
+
+#[test]
+fn reverting_the_target_mid_rollout_ends_it() {
+    let o = obs(workload("rev1", 3, true), Some(workload("rev1", 3, true)));
+    let d = decide(&spec(json!({})), &status(Phase::Progressing, 1, 25, 0), &o, at(30));
+    assert_eq!(d.status.phase, Phase::Idle);
+    assert_eq!(d.desired.canary_weight, 0);
+    assert_eq!(reasons(&d), vec!["RevisionReverted"]);
+}
+
+#[test]
+fn pausing_holds_the_weights_and_resuming_restarts_the_step() {
+    let paused = spec(json!({"paused": true}));
+    let o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    let d = decide(&paused, &status(Phase::Progressing, 1, 25, 0), &o, at(600));
+    assert_eq!(d.status.phase, Phase::Paused);
+    assert_eq!(d.status.step, 1, "no step is taken while paused");
+    assert_eq!(d.desired.canary_weight, 25);
+    assert_eq!(reasons(&d), vec!["Paused"]);
+    assert_eq!(cond(&d, "Reconciling"), "False");
+
+    let resumed = decide(&spec(json!({})), &d.status, &o, at(700));
+    assert_eq!(resumed.status.phase, Phase::Progressing);
+    assert_eq!(resumed.status.step, 1, "the step starts over rather than advancing at once");
+    assert_eq!(resumed.status.step_started_at, Some(Time(at(700))));
+    assert_eq!(reasons(&resumed), vec!["Resumed"]);
+}
+
+// ----- Promoting --------------------------------------------------------------------------------
+
+#[test]
+fn promoting_waits_for_the_primary_to_roll_out() {
+    let o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    let d = decide(&spec(json!({})), &status(Phase::Promoting, 2, 50, 0), &o, at(10));
+    assert_eq!(d.status.phase, Phase::Promoting);
+    assert_eq!(d.desired.primary_revision.as_deref(), Some("rev2"));
+    assert_eq!(d.desired.canary_weight, 50);
+    let o = obs(workload("rev2", 3, true), Some(workload("rev2", 3, false)));
+    let d = decide(&spec(json!({})), &status(Phase::Promoting, 2, 50, 0), &o, at(20));
+    assert_eq!(d.status.phase, Phase::Promoting, "not until the primary is ready");
+}
+
+#[test]
+fn a_promoted_primary_takes_all_traffic_and_the_canary_scales_down() {
+    let o = obs(workload("rev2", 3, true), Some(workload("rev2", 3, true)));
+    let d = decide(&spec(json!({})), &status(Phase::Promoting, 2, 50, 0), &o, at(30));
+    assert_eq!(d.status.phase, Phase::Succeeded);
+    assert_eq!(d.status.promoted_revision.as_deref(), Some("rev2"));
+    assert_eq!(d.desired.canary_weight, 0);
+    assert_eq!(d.desired.canary_replicas, 0);
+    assert_eq!(reasons(&d), vec!["Promoted"]);
+    assert_eq!(cond(&d, "Ready"), "True");
+    assert_eq!(cond(&d, "Promoted"), "True");
+}
+
+#[test]
+fn promotion_stalls_at_the_deadline() {
+    let o = obs(workload("rev2", 3, true), Some(workload("rev2", 3, false)));
+    let d = decide(&spec(json!({})), &status(Phase::Promoting, 2, 50, 0), &o, at(301));
+    assert_eq!(d.status.phase, Phase::Promoting);
+    assert_eq!(cond(&d, "Stalled"), "True");
+    assert_eq!(reasons(&d), vec!["ProgressDeadlineExceeded"]);
+}
+
+#[test]
+fn a_new_revision_during_promotion_restarts_unless_the_primary_took_the_canary() {
+    let o = obs(workload("rev3", 3, true), Some(workload("rev1", 3, true)));
+    let d = decide(&spec(json!({})), &status(Phase::Promoting, 2, 50, 0), &o, at(10));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert_eq!(d.status.canary_revision.as_deref(), Some("rev3"));
+
+    let o = obs(workload("rev3", 3, false), Some(workload("rev2", 3, true)));
+    let d = decide(&spec(json!({})), &status(Phase::Promoting, 2, 50, 0), &o, at(10));
+    assert_eq!(d.status.promoted_revision.as_deref(), Some("rev2"), "rev2 finishes its promotion");
+    assert_eq!(d.status.phase, Phase::Progressing, "then rev3 starts");
+    assert_eq!(d.status.canary_revision.as_deref(), Some("rev3"));
+    assert_eq!(reasons(&d), vec!["Promoted", "NewRevision"]);
+}
+
+// ----- Manual requests --------------------------------------------------------------------------
+
+#[test]
+fn promote_advances_one_step_without_waiting() {
+    let o = with_request(
+        obs(workload("rev2", 3, true), Some(workload("rev1", 3, true))),
+        RequestAction::Promote,
+        "promote/1",
+    );
+    let d = decide(&gated(), &status(Phase::Progressing, 1, 25, 0), &o, at(5));
+    assert_eq!(d.status.step, 2);
+    assert_eq!(d.status.last_request.as_ref().unwrap().outcome, RequestOutcome::Accepted);
+    let again = decide(&gated(), &d.status, &o, at(6));
+    assert_eq!(again.status.step, 2, "the same request is handled once");
+}
+
+#[test]
+fn promote_at_the_last_step_promotes() {
+    let o = with_request(obs(workload("rev2", 3, true), None), RequestAction::Promote, "promote/2");
+    let d = decide(&gated(), &status(Phase::Progressing, 2, 50, 0), &o, at(5));
+    assert_eq!(d.status.phase, Phase::Promoting);
+}
+
+#[test]
+fn promote_full_skips_the_remaining_steps() {
+    let o = with_request(obs(workload("rev2", 3, true), None), RequestAction::PromoteFull, "promote-full/1");
+    let d = decide(&gated(), &status(Phase::Progressing, 0, 0, 0), &o, at(5));
+    assert_eq!(d.status.phase, Phase::Promoting);
+    assert_eq!(d.desired.primary_revision.as_deref(), Some("rev2"));
+}
+
+#[test]
+fn abort_rolls_back() {
+    let o = with_request(obs(workload("rev2", 3, true), None), RequestAction::Abort, "abort/1");
+    let d = decide(&gated(), &status(Phase::Paused, 1, 25, 0), &o, at(5));
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(d.desired.canary_weight, 0);
+    assert_eq!(reasons(&d), vec!["Aborted"]);
+}
+
+#[test]
+fn retry_runs_a_failed_revision_again() {
+    let o = with_request(
+        obs(workload("rev2", 0, false), Some(workload("rev1", 3, true))),
+        RequestAction::Retry,
+        "retry/1",
+    );
+    let d = decide(&gated(), &status(Phase::Failed, 0, 0, 0), &o, at(5));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert_eq!(d.status.step, 0);
+    assert_eq!(reasons(&d), vec!["Retry"]);
+}
+
+#[test]
+fn requests_that_make_no_sense_are_refused_once_with_a_reason() {
+    let cases = [
+        (idle(), RequestAction::Promote, "progressing or paused"),
+        (idle(), RequestAction::Abort, "in progress"),
+        (status(Phase::Progressing, 1, 25, 0), RequestAction::Retry, "failed rollout"),
+    ];
+    for (s, action, why) in cases {
+        let target = if s.phase == Phase::Idle { "rev1" } else { "rev2" };
+        let o = with_request(obs(workload(target, 3, true), Some(workload("rev1", 3, true))), action, "x/1");
+        let d = decide(&spec(json!({})), &s, &o, at(1));
+        let handled = d.status.last_request.clone().unwrap();
+        assert_eq!(handled.outcome, RequestOutcome::Refused, "{action:?}");
+        assert!(handled.message.unwrap().contains(why), "{action:?}");
+        assert_eq!(d.status.phase, s.phase, "{action:?} changed nothing");
+        assert_eq!(reasons(&d), vec!["RequestRefused"]);
+        assert!(decide(&spec(json!({})), &d.status, &o, at(2)).events.is_empty());
+    }
+}
+
+// ----- Conditions and durations -----------------------------------------------------------------
+
+#[test]
+fn conditions_keep_their_transition_time_while_unchanged() {
+    let o = obs(workload("rev1", 0, true), Some(workload("rev1", 3, true)));
+    let first = decide(&spec(json!({})), &idle(), &o, at(0));
+    let later = decide(&spec(json!({})), &first.status, &o, at(500));
+    let ready = |d: &Decision| d.status.conditions.iter().find(|c| c.type_ == "Ready").cloned().unwrap();
+    assert_eq!(ready(&first).last_transition_time, ready(&later).last_transition_time);
+    assert_eq!(first.status, later.status);
+}
+
+#[test]
+fn requeue_is_never_zero() {
+    let o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    let d = decide(&spec(json!({})), &status(Phase::Progressing, 1, 25, 0), &o, at(59));
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(1)));
+}
+
+// ----- Properties -------------------------------------------------------------------------------
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Event {
+        Tick(u16),
+        TargetRevision(u8),
+        TargetReady(bool),
+        PrimaryReady(bool),
+        Gates(Option<Vec<Verdict>>),
+        Request(u8),
+        Pause(bool),
+        Crash(bool),
+    }
+
+    fn verdict() -> impl Strategy<Value = Verdict> {
+        prop_oneof![Just(Verdict::Pass), Just(Verdict::Fail), Just(Verdict::InsufficientData)]
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            4 => (1u16..400).prop_map(Event::Tick),
+            1 => (0u8..3).prop_map(Event::TargetRevision),
+            2 => any::<bool>().prop_map(Event::TargetReady),
+            2 => any::<bool>().prop_map(Event::PrimaryReady),
+            3 => proptest::option::of(proptest::collection::vec(verdict(), 0..3)).prop_map(Event::Gates),
+            1 => (0u8..4).prop_map(Event::Request),
+            1 => any::<bool>().prop_map(Event::Pause),
+            1 => (0u8..10).prop_map(|n| Event::Crash(n == 0)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+        /// Runs a random life of a Rollout through `decide`, acting like a perfect cluster in
+        /// between (the primary takes the desired revision), and checks the invariants at every
+        /// step.
+        #[test]
+        fn invariants_hold_over_random_histories(events in proptest::collection::vec(event(), 1..80), gated_spec in any::<bool>()) {
+            let base = if gated_spec { gated() } else { spec(json!({})) };
+            let mut spec = base.clone();
+            let mut status = RolloutStatus::default();
+            let mut now = 0i64;
+            let mut target = workload("rev1", 3, true);
+            let mut primary: Option<Workload> = None;
+            let mut gates: Option<Vec<GateStatus>> = None;
+            let mut request: Option<Request> = None;
+            let mut request_counter = 0;
+
+            for event in events {
+                match event {
+                    Event::Tick(s) => now += i64::from(s),
+                    Event::TargetRevision(r) => target.revision = format!("rev{}", r + 1),
+                    Event::TargetReady(r) => target.ready = r,
+                    Event::PrimaryReady(r) => if let Some(p) = primary.as_mut() { p.ready = r },
+                    Event::Gates(g) => gates = g.map(|vs| vs.into_iter().map(|v| gate(v, 99.0)).collect()),
+                    Event::Request(a) => {
+                        request_counter += 1;
+                        let action = [RequestAction::Promote, RequestAction::PromoteFull, RequestAction::Abort, RequestAction::Retry][a as usize];
+                        request = Some(Request { id: format!("r/{request_counter}"), action });
+                    }
+                    Event::Pause(p) => spec.paused = p,
+                    Event::Crash(c) => target.failure = c.then(|| "CrashLoopBackOff".to_string()),
+                }
+                let o = Observations { generation: Some(1), target: Some(target.clone()), primary: primary.clone(), gates: gates.clone(), request: request.clone() };
+                let before = status.clone();
+                let d = decide(&spec, &status, &o, at(now));
+
+                // Weights always describe all traffic.
+                prop_assert!((0..=100).contains(&d.desired.canary_weight));
+                prop_assert!((0..=100).contains(&d.status.canary_weight));
+                // A failed rollout never routes traffic to the canary, nor runs it.
+                if d.status.phase == Phase::Failed {
+                    prop_assert_eq!(d.desired.canary_weight, 0);
+                    prop_assert_eq!(d.desired.canary_replicas, 0);
+                }
+                // No promotion without every gate passing at the last step (or a manual promote).
+                if d.status.phase == Phase::Promoting && before.phase != Phase::Promoting {
+                    let manual = d.status.last_request != before.last_request
+                        && d.status.last_request.as_ref().is_some_and(|r| r.outcome == RequestOutcome::Accepted);
+                    if !manual {
+                        prop_assert_eq!(before.step, before.steps);
+                        if base.analysis.is_some() {
+                            let all_pass = o.gates.as_ref().is_some_and(|g| !g.is_empty() && g.iter().all(|g| g.verdict == Verdict::Pass));
+                            prop_assert!(all_pass, "promoted without passing gates: {:?}", o.gates);
+                        }
+                    }
+                }
+                // A promotion only records a revision the canary ran.
+                if d.status.promoted_revision != before.promoted_revision && before.phase != Phase::Initializing {
+                    prop_assert_eq!(&d.status.promoted_revision, &before.canary_revision);
+                }
+                // Deciding again on its own output changes nothing.
+                let again = decide(&spec, &d.status, &o, at(now));
+                prop_assert_eq!(&again.status, &d.status);
+                prop_assert_eq!(&again.desired, &d.desired);
+                prop_assert!(again.events.is_empty(), "events on re-run: {:?}", again.events);
+
+                // A perfect cluster converges to the desired state.
+                if let Some(rev) = &d.desired.primary_revision {
+                    let changed = primary.as_ref().is_none_or(|p| &p.revision != rev);
+                    if changed {
+                        primary = Some(workload(rev, d.desired.primary_replicas, false));
+                    }
+                }
+                target.replicas = d.desired.canary_replicas;
+                status = d.status;
+            }
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! The rollout engine: the pure decision core and the reconciler around it.
+pub mod decide;
