@@ -110,3 +110,22 @@ async fn rbac_is_enforced_and_requests_are_audited() {
     assert!(found["user"]["username"].as_str().is_some_and(|u| !u.is_empty()));
     assert_eq!(found["stage"], "ResponseComplete");
 }
+
+#[tokio::test]
+async fn kwok_nodes_heartbeat_through_leases() {
+    // Without node leases the node lifecycle controller deems the nodes silent after its grace
+    // period and marks every pod NotReady, which would fail any rollout longer than a minute.
+    let client = client().await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "kube-node-lease");
+    for node in ["kwok-node-0", "kwok-node-1"] {
+        let first = eventually(&format!("a lease for {node}"), Duration::from_secs(30), || async {
+            leases.get(node).await.ok()?.spec?.renew_time
+        })
+        .await;
+        eventually(&format!("{node}'s lease to be renewed"), Duration::from_secs(90), || async {
+            let renewed = leases.get(node).await.ok()?.spec?.renew_time?;
+            (renewed.0 > first.0).then_some(())
+        })
+        .await;
+    }
+}

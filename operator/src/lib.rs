@@ -10,5 +10,7 @@ pub mod api;
 pub mod crdgen;
 pub mod duration;
 pub mod engine;
+pub mod metrics;
 pub mod quantity;
 pub mod smi;
+pub mod traffic;

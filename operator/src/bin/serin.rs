@@ -1,8 +1,12 @@
 //! The Serin operator binary.
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use serin::engine::reconcile::{self, Options};
+use serin::metrics::NoMetrics;
+use tracing_subscriber::EnvFilter;
 
 /// Serin: canary rollouts over the Service Mesh Interface.
 #[derive(Parser)]
@@ -18,23 +22,82 @@ enum Command {
     ///
     /// Example: serin crd | kubectl apply --server-side -f -
     Crd,
+    /// Run the operator against the cluster in KUBECONFIG (or in-cluster config).
+    ///
+    /// Example: RUST_LOG=info serin run --namespace shop
+    Run {
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => match serin::crdgen::rollout_crd_yaml() {
-            Ok(yaml) => match std::io::stdout().write_all(yaml.as_bytes()) {
-                Ok(()) => ExitCode::SUCCESS,
+        Command::Crd => print_crd(),
+        Command::Run { namespace, log_format } => {
+            init_logging(log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
                 Err(err) => {
-                    eprintln!("serin crd: could not write to stdout: {err}");
-                    ExitCode::FAILURE
+                    eprintln!("serin: cannot start the async runtime: {err}");
+                    return ExitCode::FAILURE;
                 }
-            },
+            };
+            runtime.block_on(async move {
+                let client = match kube::Client::try_default().await {
+                    Ok(client) => client,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot reach the Kubernetes API (check KUBECONFIG)");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let instance =
+                    std::env::var("POD_NAME").ok().or_else(|| Some(format!("pid-{}", std::process::id())));
+                let options = Options { namespace, instance };
+                match reconcile::run(client, options, Arc::new(NoMetrics)).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(err) => {
+                        tracing::error!(error = %err, "operator stopped");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+}
+
+fn print_crd() -> ExitCode {
+    match serin::crdgen::rollout_crd_yaml() {
+        Ok(yaml) => match std::io::stdout().write_all(yaml.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("serin crd: {err}");
+                eprintln!("serin crd: could not write to stdout: {err}");
                 ExitCode::FAILURE
             }
         },
+        Err(err) => {
+            eprintln!("serin crd: {err}");
+            ExitCode::FAILURE
+        }
     }
 }

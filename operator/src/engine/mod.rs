@@ -1,2 +1,5 @@
 //! The rollout engine: the pure decision core and the reconciler around it.
 pub mod decide;
+pub mod reconcile;
+pub mod resources;
+pub mod revision;

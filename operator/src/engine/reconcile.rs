@@ -1,0 +1,448 @@
+//! The reconciler: a thin shell around [`decide`]. Observe from watch caches, decide, write the
+//! status (the commit point), record Events, then converge the cluster to the desired state,
+//! writing only what differs from the cache.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::decide::{Decision, Observations, Request, RequestAction, Workload, check_due, decide};
+use super::resources::{self, Names, ResourceError};
+use super::revision::template_revision;
+use crate::api::{Rollout, RolloutStatus, labels};
+use crate::duration::parse_duration;
+use crate::metrics::MetricSource;
+use crate::traffic::smi::{SmiTrafficSplit, choose_version, served_versions};
+use crate::traffic::{TrafficError, TrafficRouter};
+
+/// The field manager for every write, and the Events' reporting controller.
+pub const MANAGER: &str = "serin";
+/// The finalizer that hands the app back when a Rollout is deleted.
+pub const FINALIZER: &str = "serin.dev/cleanup";
+/// Annotation on a root Service that existed before Serin adopted it.
+pub const ADOPTED: &str = "serin.dev/adopted";
+/// Requeue when nothing time-based is pending: a safety net, the watches do the real work.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// What went wrong while reconciling one Rollout.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Resource(#[from] ResourceError),
+    #[error("{0}")]
+    Traffic(#[from] TrafficError),
+    #[error("Rollout has no namespace")]
+    NoNamespace,
+    #[error("finalizer: {0}")]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// Options for [`run`].
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Watch one namespace only; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Identity of this process in Events.
+    pub instance: Option<String>,
+}
+
+/// Shared state of the controller.
+pub struct Context {
+    client: Client,
+    deployments: Store<Deployment>,
+    services: Store<Service>,
+    splits: Store<DynamicObject>,
+    served_split_versions: Vec<String>,
+    default_router: SmiTrafficSplit,
+    metrics: Arc<dyn MetricSource>,
+    recorder: Recorder,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until the process is stopped.
+pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource>) -> Result<(), Error> {
+    let ns = options.namespace.as_deref();
+    let served = served_versions(&client).await?;
+    let version = choose_version(crate::api::SmiVersion::Auto, &served)?;
+    let default_router = SmiTrafficSplit::new(version).ok_or(TrafficError::NoTrafficSplit)?;
+    info!(served = ?served, writing = version, "discovered TrafficSplit versions");
+
+    let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let (deployments, deployment_writer) = reflector::store();
+    let deployment_stream =
+        reflector(deployment_writer, watcher(api::<Deployment>(&client, ns), watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+    let (services, service_writer) = reflector::store();
+    let service_stream = reflector(service_writer, watcher(api::<Service>(&client, ns), managed.clone()))
+        .default_backoff()
+        .touched_objects();
+    let split_resource = default_router.api_resource();
+    let split_api: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &split_resource),
+        None => Api::all_with(client.clone(), &split_resource),
+    };
+    let split_writer = Writer::new(split_resource.clone());
+    let splits = split_writer.as_reader();
+    let split_stream =
+        reflector(split_writer, watcher(split_api, managed)).default_backoff().touched_objects();
+
+    let reporter = Reporter { controller: MANAGER.to_string(), instance: options.instance.clone() };
+    let context = Arc::new(Context {
+        client: client.clone(),
+        deployments,
+        services,
+        splits,
+        served_split_versions: served,
+        default_router,
+        metrics,
+        recorder: Recorder::new(client.clone(), reporter),
+    });
+
+    let controller = Controller::new(api::<Rollout>(&client, ns), watcher::Config::default());
+    let rollouts = controller.store();
+    controller
+        .watches_stream(deployment_stream, move |deployment: Deployment| {
+            // The primary maps through its owner; the user's Deployment through targetRef.
+            let ns = deployment.namespace();
+            let name = deployment.name_any();
+            rollouts
+                .state()
+                .into_iter()
+                .filter(|r| {
+                    r.namespace() == ns && (r.spec.target_ref.name == name || Names::of(r).primary == name)
+                })
+                .map(|r| ObjectRef::from_obj(&*r))
+                .collect::<Vec<_>>()
+        })
+        .owns_stream(service_stream)
+        .owns_stream_with(split_stream, split_resource)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                warn!(error = %err, "reconcile failed");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), %error, "will retry");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = rollout.namespace().ok_or(Error::NoNamespace)?;
+    let span = info_span!("reconcile", rollout = %rollout.name_any(), namespace = %ns);
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, rollout, |event| async {
+        match event {
+            Finalizer::Apply(rollout) => apply(&rollout, &ctx).await,
+            Finalizer::Cleanup(rollout) => cleanup(&rollout, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+// ----- observe ----------------------------------------------------------------------------------
+
+fn deployment(ctx: &Context, ns: &str, name: &str) -> Option<Arc<Deployment>> {
+    ctx.deployments.get(&ObjectRef::new(name).within(ns))
+}
+
+/// All replicas updated and available for the current generation.
+fn deployment_ready(d: &Deployment) -> bool {
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(status) = &d.status else { return false };
+    let observed = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    observed
+        && desired > 0
+        && status.updated_replicas.unwrap_or(0) >= desired
+        && status.available_replicas.unwrap_or(0) >= desired
+        && status.replicas.unwrap_or(0) == desired
+}
+
+/// The Deployment controller's own verdict that a rollout cannot progress.
+fn deployment_failure(d: &Deployment) -> Option<String> {
+    let conditions = d.status.as_ref()?.conditions.as_ref()?;
+    let progressing = conditions.iter().find(|c| c.type_ == "Progressing")?;
+    (progressing.status == "False" && progressing.reason.as_deref() == Some("ProgressDeadlineExceeded")).then(
+        || {
+            format!(
+                "Deployment {} exceeded its progress deadline: {}",
+                d.name_any(),
+                progressing.message.as_deref().unwrap_or("")
+            )
+        },
+    )
+}
+
+fn target_workload(d: &Deployment) -> Workload {
+    let spec = d.spec.as_ref();
+    Workload {
+        revision: spec.map(|s| template_revision(&s.template)).unwrap_or_default(),
+        replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+        ready: deployment_ready(d),
+        failure: deployment_failure(d),
+    }
+}
+
+fn primary_workload(d: &Deployment) -> Workload {
+    Workload {
+        revision: d.annotations().get(labels::REVISION).cloned().unwrap_or_default(),
+        replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        ready: deployment_ready(d),
+        failure: None,
+    }
+}
+
+fn request(rollout: &Rollout) -> Option<Request> {
+    let value = rollout.annotations().get(labels::REQUEST)?;
+    let action = RequestAction::parse(value.split('/').next()?)?;
+    Some(Request { id: value.clone(), action })
+}
+
+async fn observe(rollout: &Rollout, ctx: &Context, ns: &str, now: Timestamp) -> Observations {
+    let names = Names::of(rollout);
+    let status = rollout.status.clone().unwrap_or_default();
+    let gates = if check_due(&rollout.spec, &status, now) && rollout.spec.analysis.is_some() {
+        let window = rollout
+            .spec
+            .analysis
+            .as_ref()
+            .and_then(|a| a.window.as_deref())
+            .unwrap_or(&rollout.spec.strategy.interval);
+        ctx.metrics.evaluate(rollout, parse_duration(window).unwrap_or(Duration::from_secs(60))).await
+    } else {
+        None
+    };
+    Observations {
+        generation: rollout.metadata.generation,
+        target: deployment(ctx, ns, &names.root).map(|d| target_workload(&d)),
+        primary: deployment(ctx, ns, &names.primary).map(|d| primary_workload(&d)),
+        gates,
+        request: request(rollout),
+    }
+}
+
+// ----- decide and act ---------------------------------------------------------------------------
+
+async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
+    let ns = rollout.namespace().ok_or(Error::NoNamespace)?;
+    let now = Timestamp::now();
+    let observations = observe(rollout, ctx, &ns, now).await;
+    let old = rollout.status.clone().unwrap_or_default();
+    let mut decision = decide(&rollout.spec, &old, &observations, now);
+
+    let router = router_for(rollout, ctx)?;
+    decision.status.traffic_split_version = Some(router.version().to_string());
+    if decision.status != old {
+        write_status(rollout, ctx, &ns, &decision.status).await?;
+    }
+    record(rollout, ctx, &decision).await;
+    converge(rollout, ctx, &ns, &decision, &router).await?;
+    Ok(decision.requeue_after.map_or(Action::requeue(RESYNC), Action::requeue))
+}
+
+fn router_for(rollout: &Rollout, ctx: &Context) -> Result<SmiTrafficSplit, Error> {
+    let version = choose_version(rollout.spec.traffic.smi.version, &ctx.served_split_versions)?;
+    Ok(SmiTrafficSplit::new(version).unwrap_or_else(|| ctx.default_router.clone()))
+}
+
+async fn write_status(
+    rollout: &Rollout,
+    ctx: &Context,
+    ns: &str,
+    status: &RolloutStatus,
+) -> Result<(), Error> {
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({"apiVersion": "serin.dev/v1alpha1", "kind": "Rollout", "status": status});
+    api.patch_status(&rollout.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn record(rollout: &Rollout, ctx: &Context, decision: &Decision) {
+    let reference = rollout.object_ref(&());
+    for transition in &decision.events {
+        info!(reason = transition.reason, message = %transition.message, "transition");
+        let event = KubeEvent {
+            type_: if transition.warning { EventType::Warning } else { EventType::Normal },
+            reason: transition.reason.to_string(),
+            note: Some(transition.message.clone()),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            warn!(%error, "could not record an Event");
+        }
+    }
+}
+
+async fn converge(
+    rollout: &Rollout,
+    ctx: &Context,
+    ns: &str,
+    decision: &Decision,
+    router: &SmiTrafficSplit,
+) -> Result<(), Error> {
+    let names = Names::of(rollout);
+    let Some(target) = deployment(ctx, ns, &names.root) else { return Ok(()) };
+    let desired = &decision.desired;
+    let apply = PatchParams::apply(MANAGER).force();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+
+    // Services: root and primary select the primary's pods, canary the user's.
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    for mut svc in resources::services(rollout, &target)? {
+        let name = svc.name_any();
+        let cached = ctx.services.get(&ObjectRef::new(&name).within(ns));
+        // A root Service that existed before Serin (not yet in the managed cache) is adopted,
+        // and marked so it can be handed back.
+        let adopted = match &cached {
+            Some(existing) => existing.annotations().contains_key(ADOPTED),
+            None if name == names.root => services.get_opt(&name).await?.is_some(),
+            None => false,
+        };
+        if adopted {
+            svc.metadata.annotations = Some(BTreeMap::from([(ADOPTED.to_string(), "true".to_string())]));
+        }
+        if cached.as_deref().is_none_or(|c| !service_matches(c, &svc)) {
+            services.patch(&name, &apply, &Patch::Apply(&svc)).await?;
+        }
+    }
+
+    // The primary runs the desired revision's template.
+    let target_revision = target.spec.as_ref().map(|s| template_revision(&s.template));
+    let primary = deployment(ctx, ns, &names.primary);
+    match (&desired.primary_revision, &primary) {
+        (Some(rev), _) if Some(rev) == target_revision.as_ref() => {
+            let current = primary.as_deref().map(primary_workload);
+            if current.as_ref().is_none_or(|p| &p.revision != rev || p.replicas != desired.primary_replicas) {
+                let object = resources::primary_deployment(rollout, &target, rev, desired.primary_replicas)?;
+                deployments.patch(&names.primary, &apply, &Patch::Apply(&object)).await?;
+            }
+        }
+        (Some(rev), Some(p)) if p.annotations().get(labels::REVISION) == Some(rev) => {
+            let replicas = p.spec.as_ref().and_then(|s| s.replicas);
+            if replicas != Some(desired.primary_replicas) {
+                scale(&deployments, &names.primary, desired.primary_replicas).await?;
+            }
+        }
+        (Some(rev), _) => {
+            warn!(revision = %rev, "the primary does not run the promoted revision and the target has moved on; leaving it")
+        }
+        (None, _) => {}
+    }
+
+    // Traffic, written only when the observed split differs (hand edits are put back).
+    let rendered = router.render(rollout, &names, desired.canary_weight)?;
+    let observed = ctx.splits.get(&ObjectRef::new_with(&names.root, router.api_resource()).within(ns));
+    if observed.as_deref().is_none_or(|o| !router.in_sync(o, &rendered)) {
+        let splits: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &router.api_resource());
+        splits.patch(&names.root, &apply, &Patch::Apply(&rendered)).await?;
+    }
+
+    // The user's Deployment runs the canary: scaled up during analysis, down otherwise.
+    let replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    if replicas != desired.canary_replicas {
+        scale(&deployments, &names.root, desired.canary_replicas).await?;
+    }
+    Ok(())
+}
+
+fn service_matches(existing: &Service, desired: &Service) -> bool {
+    let (Some(a), Some(b)) = (&existing.spec, &desired.spec) else { return false };
+    let ports = |s: &k8s_openapi::api::core::v1::ServiceSpec| {
+        s.ports.iter().flatten().map(|p| (p.name.clone(), p.port, p.target_port.clone())).collect::<Vec<_>>()
+    };
+    a.selector == b.selector
+        && ports(a) == ports(b)
+        && existing.owner_references().iter().any(|o| o.controller == Some(true) && o.kind == "Rollout")
+}
+
+async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), Error> {
+    let patch = json!({"spec": {"replicas": replicas}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+// ----- deletion ---------------------------------------------------------------------------------
+
+/// Hands the app back when its Rollout is deleted: the user's Deployment scales up again, the
+/// root Service selects its pods and loses its owner (so it survives), and the TrafficSplit
+/// goes. The primary and the primary/canary Services are garbage-collected with the Rollout.
+async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
+    let ns = rollout.namespace().ok_or(Error::NoNamespace)?;
+    let names = Names::of(rollout);
+    let Some(target) = deployment(ctx, &ns, &names.root) else { return Ok(Action::await_change()) };
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let primary_replicas = deployment(ctx, &ns, &names.primary)
+        .and_then(|p| p.spec.as_ref().and_then(|s| s.replicas))
+        .unwrap_or(1)
+        .max(1);
+    let replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    if replicas == 0 {
+        scale(&deployments, &names.root, primary_replicas).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let waited = rollout
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.duration_until(Timestamp::now()).as_secs())
+        .unwrap_or(0);
+    if !deployment_ready(&target) && waited < i64::from(rollout.spec.progress_deadline_seconds) {
+        info!("waiting for the app to become ready before handing traffic back");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
+    // The root Service keeps existing, selecting the app's pods, owned by nobody.
+    let selector = resources::target_selector(&target)?;
+    let mut root = resources::service(rollout, &names.root, selector)?;
+    root.metadata.owner_references = None;
+    root.metadata.labels = None;
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    services.patch(&names.root, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&root)).await?;
+
+    let router = router_for(rollout, ctx)?;
+    let splits: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &router.api_resource());
+    if splits.get_opt(&names.root).await?.is_some() {
+        splits.delete(&names.root, &Default::default()).await?;
+    }
+    info!("handed the app back: Deployment {} serves all traffic", names.root);
+    Ok(Action::await_change())
+}
