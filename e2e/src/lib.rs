@@ -120,3 +120,67 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// The `serin` operator binary, built once per test binary with the workspace's cargo.
+pub fn serin_binary() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "serin", "--bin", "serin"])
+            .current_dir(repo_root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the serin binary failed");
+        // Test executables live in <target>/debug/deps; the binary in <target>/debug.
+        let exe = std::env::current_exe().unwrap();
+        let path = exe.parent().unwrap().parent().unwrap().join("serin");
+        assert!(path.is_file(), "no serin binary at {}", path.display());
+        path
+    })
+}
+
+/// A running operator process watching one namespace. Killed when dropped.
+pub struct Operator {
+    child: std::process::Child,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `serin run --namespace <ns>` against the local cluster.
+    pub fn start(namespace: &str) -> Self {
+        static STARTS: AtomicU32 = AtomicU32::new(0);
+        let log = std::env::temp_dir()
+            .join(format!("serin-operator-{namespace}-{}.log", STARTS.fetch_add(1, Ordering::Relaxed)));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(serin_binary())
+            .args(["run", "--namespace", namespace])
+            .env("KUBECONFIG", kubeconfig())
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Operator { child, log }
+    }
+
+    /// Kills the process with SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The log so far, for assertion messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

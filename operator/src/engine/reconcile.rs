@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -51,6 +50,10 @@ pub enum Error {
     NoNamespace,
     #[error("finalizer: {0}")]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+    /// Not a failure: deletion waits for the app to be ready before handing traffic back, and
+    /// the finalizer stays until it returns Ok.
+    #[error("handing the app back: {0}")]
+    HandingBack(String),
 }
 
 /// Options for [`run`].
@@ -71,7 +74,7 @@ pub struct Context {
     served_split_versions: Vec<String>,
     default_router: SmiTrafficSplit,
     metrics: Arc<dyn MetricSource>,
-    recorder: Recorder,
+    instance: String,
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -116,7 +119,6 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
     let split_stream =
         reflector(split_writer, watcher(split_api, managed)).default_backoff().touched_objects();
 
-    let reporter = Reporter { controller: MANAGER.to_string(), instance: options.instance.clone() };
     let context = Arc::new(Context {
         client: client.clone(),
         deployments,
@@ -125,7 +127,7 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
         served_split_versions: served,
         default_router,
         metrics,
-        recorder: Recorder::new(client.clone(), reporter),
+        instance: options.instance.clone().unwrap_or_else(|| format!("pid-{}", std::process::id())),
     });
 
     let controller = Controller::new(api::<Rollout>(&client, ns), watcher::Config::default());
@@ -158,6 +160,12 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
 }
 
 fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Action {
+    if let Error::Finalizer(inner) = error
+        && let kube::runtime::finalizer::Error::CleanupFailed(Error::HandingBack(why)) = inner.as_ref()
+    {
+        info!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), "{why}");
+        return Action::requeue(Duration::from_secs(1));
+    }
     warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), %error, "will retry");
     Action::requeue(Duration::from_secs(5))
 }
@@ -295,18 +303,31 @@ async fn write_status(
     Ok(())
 }
 
+/// Records one Event per transition. Each transition gets an Event object of its own (no
+/// series aggregation), so `kubectl describe` and tests see every step exactly as it happened.
 async fn record(rollout: &Rollout, ctx: &Context, decision: &Decision) {
-    let reference = rollout.object_ref(&());
+    let Some(ns) = rollout.namespace() else { return };
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
+    let regarding = rollout.object_ref(&());
     for transition in &decision.events {
         info!(reason = transition.reason, message = %transition.message, "transition");
-        let event = KubeEvent {
-            type_: if transition.warning { EventType::Warning } else { EventType::Normal },
-            reason: transition.reason.to_string(),
-            note: Some(transition.message.clone()),
-            action: "Reconcile".to_string(),
-            secondary: None,
+        let event = json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"generateName": format!("{}-", rollout.name_any()), "namespace": ns},
+            "eventTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now()),
+            "reportingController": format!("serin.dev/{MANAGER}"),
+            "reportingInstance": ctx.instance,
+            "action": "Reconcile",
+            "reason": transition.reason,
+            "note": transition.message,
+            "type": if transition.warning { "Warning" } else { "Normal" },
+            "regarding": regarding,
+        });
+        let result = match serde_json::from_value(event) {
+            Ok(event) => events.create(&Default::default(), &event).await.map(|_| ()),
+            Err(err) => Err(kube::Error::SerdeError(err)),
         };
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(error) = result {
             warn!(%error, "could not record an Event");
         }
     }
@@ -417,7 +438,10 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     let replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     if replicas == 0 {
         scale(&deployments, &names.root, primary_replicas).await?;
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Err(Error::HandingBack(format!(
+            "scaled Deployment {} back to {primary_replicas}",
+            names.root
+        )));
     }
     let waited = rollout
         .metadata
@@ -426,8 +450,7 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         .map(|t| t.0.duration_until(Timestamp::now()).as_secs())
         .unwrap_or(0);
     if !deployment_ready(&target) && waited < i64::from(rollout.spec.progress_deadline_seconds) {
-        info!("waiting for the app to become ready before handing traffic back");
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Err(Error::HandingBack(format!("waiting for Deployment {} to become ready", names.root)));
     }
 
     // The root Service keeps existing, selecting the app's pods, owned by nobody.
