@@ -359,3 +359,63 @@ async fn deleting_the_rollout_hands_the_app_back() {
     .await;
     let _ = client;
 }
+
+#[tokio::test]
+async fn an_autoscaled_app_gets_a_primary_autoscaler() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let story = Story::new("hpa", json!({"weights": [50], "interval": "2s"}), json!({})).await;
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(story.client.clone(), &story.ns);
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                 "minReplicas": 2, "maxReplicas": 6,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}
+    }))
+    .unwrap();
+    hpas.create(&PostParams::default(), &hpa).await.unwrap();
+    let operator = Operator::start(&story.ns);
+    story.wait_phase(Phase::Idle, &operator).await;
+
+    let twin =
+        eventually("the primary HPA", WAIT, || async { hpas.get_opt("web-primary").await.ok()? }).await;
+    let spec = twin.spec.clone().unwrap();
+    assert_eq!(spec.scale_target_ref.name, "web-primary");
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 6));
+    assert_eq!(twin.owner_references()[0].kind, "Rollout");
+
+    story.set_image("web:2").await;
+    story.wait_phase(Phase::Succeeded, &operator).await;
+    assert_eq!(story.image("web-primary").await.as_deref(), Some("web:2"));
+}
+
+#[tokio::test]
+async fn an_abort_request_rolls_back_and_kubectl_wait_sees_ready_after_a_promotion() {
+    let story = Story::new("abort", json!({"weights": [20, 40, 60], "interval": "20s"}), json!({})).await;
+    let operator = Operator::start(&story.ns);
+    story.wait_phase(Phase::Idle, &operator).await;
+
+    // kstatus: `kubectl wait --for=condition=Ready` works on a Rollout.
+    let wait = std::process::Command::new("kubectl")
+        .args(["wait", "--for=condition=Ready", "rollout/web", "-n", &story.ns, "--timeout=30s"])
+        .env("KUBECONFIG", serin_e2e::kubeconfig())
+        .output()
+        .unwrap();
+    assert!(wait.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&wait.stderr));
+
+    story.set_image("web:2").await;
+    eventually("the canary at step 1", WAIT, || async {
+        (story.rollout().await.status?.step >= 1).then_some(())
+    })
+    .await;
+    let request = json!({"metadata": {"annotations": {"serin.dev/request": "abort/e2e-1"}}});
+    story.rollouts.patch("web", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
+    let rollout = story.wait_phase(Phase::Failed, &operator).await;
+    let handled = rollout.status.unwrap().last_request.unwrap();
+    assert_eq!(handled.id, "abort/e2e-1");
+    assert_eq!(handled.outcome, serin::api::RequestOutcome::Accepted);
+    eventually("traffic back on the primary", WAIT, || async {
+        (story.weights().await? == (100, 0)).then_some(())
+    })
+    .await;
+    assert_eq!(story.events("Aborted").await.len(), 1);
+}

@@ -41,7 +41,7 @@ pub const TARGET_NAME_PATTERN: &str = r"^[a-z]([-a-z0-9]*[a-z0-9])?$";
     printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.step","description":"Current step"}"#,
     printcolumn = r#"{"name":"Steps","type":"integer","jsonPath":".status.steps","description":"Steps in the schedule"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message","priority":1}"#
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -69,6 +70,7 @@ pub struct Options {
 pub struct Context {
     client: Client,
     deployments: Store<Deployment>,
+    autoscalers: Store<HorizontalPodAutoscaler>,
     services: Store<Service>,
     splits: Store<DynamicObject>,
     served_split_versions: Vec<String>,
@@ -105,6 +107,13 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
         reflector(deployment_writer, watcher(api::<Deployment>(&client, ns), watcher::Config::default()))
             .default_backoff()
             .touched_objects();
+    let (autoscalers, autoscaler_writer) = reflector::store();
+    let autoscaler_stream = reflector(
+        autoscaler_writer,
+        watcher(api::<HorizontalPodAutoscaler>(&client, ns), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
     let (services, service_writer) = reflector::store();
     let service_stream = reflector(service_writer, watcher(api::<Service>(&client, ns), managed.clone()))
         .default_backoff()
@@ -122,6 +131,7 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
     let context = Arc::new(Context {
         client: client.clone(),
         deployments,
+        autoscalers,
         services,
         splits,
         served_split_versions: served,
@@ -132,6 +142,7 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
 
     let controller = Controller::new(api::<Rollout>(&client, ns), watcher::Config::default());
     let rollouts = controller.store();
+    let rollouts_for_hpa = rollouts.clone();
     controller
         .watches_stream(deployment_stream, move |deployment: Deployment| {
             // The primary maps through its owner; the user's Deployment through targetRef.
@@ -147,6 +158,23 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
                 .collect::<Vec<_>>()
         })
         .owns_stream(service_stream)
+        .watches_stream(autoscaler_stream, {
+            let rollouts = rollouts_for_hpa.clone();
+            move |hpa: HorizontalPodAutoscaler| {
+                // An HPA of the user's Deployment, or the primary HPA Serin owns.
+                let ns = hpa.namespace();
+                let target = hpa.spec.as_ref().map(|s| s.scale_target_ref.name.clone()).unwrap_or_default();
+                rollouts
+                    .state()
+                    .into_iter()
+                    .filter(|r| {
+                        r.namespace() == ns
+                            && (r.spec.target_ref.name == target || Names::of(r).primary == target)
+                    })
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            }
+        })
         .owns_stream_with(split_stream, split_resource)
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
@@ -397,12 +425,35 @@ async fn converge(
         splits.patch(&names.root, &apply, &Patch::Apply(&rendered)).await?;
     }
 
+    // An HPA on the user's Deployment gets a twin for the primary, and owns the canary's size
+    // once the canary runs: Serin only scales the canary from and to zero then.
+    let user_hpa = autoscaler_of(ctx, ns, &names.root);
+    if let Some(hpa) = &user_hpa {
+        let twin = resources::primary_autoscaler(rollout, hpa)?;
+        let cached = autoscaler_of(ctx, ns, &names.primary);
+        if cached.as_deref().and_then(|c| c.spec.as_ref()) != twin.spec.as_ref() {
+            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), ns);
+            api.patch(&names.primary, &apply, &Patch::Apply(&twin)).await?;
+        }
+    }
+
     // The user's Deployment runs the canary: scaled up during analysis, down otherwise.
     let replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    if replicas != desired.canary_replicas {
+    let autoscaled = user_hpa.is_some() && replicas > 0 && desired.canary_replicas > 0;
+    if replicas != desired.canary_replicas && !autoscaled {
         scale(&deployments, &names.root, desired.canary_replicas).await?;
     }
     Ok(())
+}
+
+/// The HPA in `ns` that scales Deployment `name`, if any.
+fn autoscaler_of(ctx: &Context, ns: &str, name: &str) -> Option<Arc<HorizontalPodAutoscaler>> {
+    ctx.autoscalers.state().into_iter().find(|h| {
+        h.namespace().as_deref() == Some(ns)
+            && h.spec
+                .as_ref()
+                .is_some_and(|s| s.scale_target_ref.kind == "Deployment" && s.scale_target_ref.name == name)
+    })
 }
 
 fn service_matches(existing: &Service, desired: &Service) -> bool {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -120,6 +121,21 @@ pub fn primary_deployment(
     })
 }
 
+/// The primary's HPA: a copy of the user's HPA for their Deployment, aimed at the primary.
+pub fn primary_autoscaler(
+    rollout: &Rollout,
+    user: &HorizontalPodAutoscaler,
+) -> Result<HorizontalPodAutoscaler, ResourceError> {
+    let names = Names::of(rollout);
+    let mut spec = user.spec.clone().unwrap_or_default();
+    spec.scale_target_ref.name = names.primary.clone();
+    Ok(HorizontalPodAutoscaler {
+        metadata: metadata(rollout, &names.primary)?,
+        spec: Some(spec),
+        status: None,
+    })
+}
+
 /// A ClusterIP Service named `name` that selects `selector` on the Rollout's port.
 pub fn service(
     rollout: &Rollout,
@@ -222,6 +238,22 @@ mod tests {
         ]);
         let err = primary_deployment(&rollout(), &t, "abc", 1).unwrap_err();
         assert!(err.to_string().contains("matchLabels only"));
+    }
+
+    #[test]
+    fn the_primary_autoscaler_copies_the_users_and_aims_at_the_primary() {
+        let user: HorizontalPodAutoscaler = serde_json::from_value(json!({
+            "metadata": {"name": "web-hpa", "namespace": "shop"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                     "minReplicas": 2, "maxReplicas": 7}
+        }))
+        .unwrap();
+        let twin = primary_autoscaler(&rollout(), &user).unwrap();
+        assert_eq!(twin.metadata.name.as_deref(), Some("web-primary"));
+        let spec = twin.spec.unwrap();
+        assert_eq!(spec.scale_target_ref.name, "web-primary");
+        assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 7));
+        assert_eq!(twin.metadata.owner_references.unwrap()[0].kind, "Rollout");
     }
 
     #[test]
