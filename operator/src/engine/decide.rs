@@ -30,7 +30,7 @@
 //!        ├── last step passes, or `promote --full` ───▶ Promoting ── primary rolled out ──▶ Succeeded
 //!        │
 //!        └── gates fail > tolerance, deadline exceeded, ──▶ Failed (all traffic on primary)
-//!            crash-looping canary, or `abort`                   │
+//!            failing canary, or `abort`                         │
 //!                                                               │ new revision, or `retry`
 //!                                                               ▼
 //!                                                        Progressing (step 0)
