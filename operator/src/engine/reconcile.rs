@@ -274,16 +274,19 @@ fn request(rollout: &Rollout) -> Option<Request> {
 async fn observe(rollout: &Rollout, ctx: &Context, ns: &str, now: Timestamp) -> Observations {
     let names = Names::of(rollout);
     let status = rollout.status.clone().unwrap_or_default();
-    let gates = if check_due(&rollout.spec, &status, now) && rollout.spec.analysis.is_some() {
-        let window = rollout
-            .spec
-            .analysis
-            .as_ref()
-            .and_then(|a| a.window.as_deref())
-            .unwrap_or(&rollout.spec.strategy.interval);
-        ctx.metrics.evaluate(rollout, parse_duration(window).unwrap_or(Duration::from_secs(60))).await
-    } else {
-        None
+    let gates = match &rollout.spec.analysis {
+        Some(analysis) if check_due(&rollout.spec, &status, now) => {
+            let window = analysis.window.as_deref().unwrap_or(&rollout.spec.strategy.interval);
+            let window = parse_duration(window).unwrap_or(Duration::from_secs(60));
+            match ctx.metrics.fetch(rollout, window).await {
+                Ok(metrics) => Some(crate::metrics::gates::evaluate(analysis, &metrics, now)),
+                Err(error) => {
+                    warn!(%error, "no metrics for this check; the decision core treats it as insufficient data");
+                    None
+                }
+            }
+        }
+        _ => None,
     };
     Observations {
         generation: rollout.metadata.generation,

@@ -1,28 +1,43 @@
 //! Metric sources: where gate values come from.
 //!
-//! A [`MetricSource`] evaluates a Rollout's gates over a window, comparing canary with primary.
-//! It answers `None` when it cannot measure at all; the decision core treats that, like any
-//! missing, NaN or stale value, as insufficient data, never as a pass. Each source lives in a
-//! file of its own (the SMI Traffic Metrics API and Prometheus are next).
+//! A [`MetricSource`] fetches one window of canary and primary metrics; [`gates::evaluate`]
+//! turns it into verdicts. A source that cannot answer returns an error; the reconciler then
+//! hands the decision core no gates, which it treats as insufficient data, never as a pass.
+//! Each source lives in a file of its own (the SMI Traffic Metrics API and Prometheus are next).
+
+pub mod gates;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::api::{GateStatus, Rollout};
+pub use gates::{MetricsWindow, WorkloadMetrics};
+
+use crate::api::Rollout;
 
 /// A boxed future, so that sources can be chosen at run time.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Evaluates a Rollout's gates.
+/// Why a source could not produce a window.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("no metric source is configured")]
+    NotConfigured,
+    #[error("metric source unavailable: {0}")]
+    Unavailable(String),
+    #[error("metric source answered nonsense: {0}")]
+    Malformed(String),
+}
+
+/// Fetches canary and primary metrics for a Rollout.
 pub trait MetricSource: Send + Sync {
-    /// The verdict of every gate in `rollout.spec.analysis.gates` over the `window` that ends
-    /// now, or `None` when the source cannot answer.
-    fn evaluate<'a>(
+    /// Metrics of the Rollout's canary (its target Deployment) and primary over the `window`
+    /// that ends now.
+    fn fetch<'a>(
         &'a self,
         rollout: &'a Rollout,
         window: Duration,
-    ) -> BoxFuture<'a, Option<Vec<GateStatus>>>;
+    ) -> BoxFuture<'a, Result<MetricsWindow, MetricsError>>;
 }
 
 /// The source used when none is configured: it can measure nothing, so a Rollout with gates
@@ -32,11 +47,11 @@ pub trait MetricSource: Send + Sync {
 pub struct NoMetrics;
 
 impl MetricSource for NoMetrics {
-    fn evaluate<'a>(
+    fn fetch<'a>(
         &'a self,
         _rollout: &'a Rollout,
         _window: Duration,
-    ) -> BoxFuture<'a, Option<Vec<GateStatus>>> {
-        Box::pin(async { None })
+    ) -> BoxFuture<'a, Result<MetricsWindow, MetricsError>> {
+        Box::pin(async { Err(MetricsError::NotConfigured) })
     }
 }
