@@ -62,6 +62,9 @@ pub struct Observations {
     /// Gate results for the window that ends now. Only read when a check is due (see
     /// [`check_due`]); `None` then means the metric source could not answer.
     pub gates: Option<Vec<GateStatus>>,
+    /// The raw metrics window behind `gates`, for analyses that keep state across windows
+    /// (the sequential method). `None` when no check is due or the source could not answer.
+    pub metrics: Option<crate::metrics::MetricsWindow>,
     /// A manual request (promote, abort, retry) found on the Rollout.
     pub request: Option<Request>,
 }

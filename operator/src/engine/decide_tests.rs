@@ -37,7 +37,14 @@ fn workload(revision: &str, replicas: i32, ready: bool) -> Workload {
 }
 
 fn obs(target: Workload, primary: Option<Workload>) -> Observations {
-    Observations { generation: Some(1), target: Some(target), primary, gates: None, request: None }
+    Observations {
+        generation: Some(1),
+        target: Some(target),
+        primary,
+        gates: None,
+        metrics: None,
+        request: None,
+    }
 }
 
 /// A status at `phase` for canary `rev2` over promoted `rev1`.
@@ -632,7 +639,7 @@ mod properties {
                     Event::Pause(p) => spec.paused = p,
                     Event::Crash(c) => target.failure = c.then(|| "CrashLoopBackOff".to_string()),
                 }
-                let o = Observations { generation: Some(1), target: Some(target.clone()), primary: primary.clone(), gates: gates.clone(), request: request.clone() };
+                let o = Observations { generation: Some(1), target: Some(target.clone()), primary: primary.clone(), gates: gates.clone(), metrics: None, request: request.clone() };
                 let before = status.clone();
                 let d = decide(&spec, &status, &o, at(now));
 

@@ -274,12 +274,12 @@ fn request(rollout: &Rollout) -> Option<Request> {
 async fn observe(rollout: &Rollout, ctx: &Context, ns: &str, now: Timestamp) -> Observations {
     let names = Names::of(rollout);
     let status = rollout.status.clone().unwrap_or_default();
-    let gates = match &rollout.spec.analysis {
+    let metrics = match &rollout.spec.analysis {
         Some(analysis) if check_due(&rollout.spec, &status, now) => {
             let window = analysis.window.as_deref().unwrap_or(&rollout.spec.strategy.interval);
             let window = parse_duration(window).unwrap_or(Duration::from_secs(60));
             match ctx.metrics.fetch(rollout, window).await {
-                Ok(metrics) => Some(crate::metrics::gates::evaluate(analysis, &metrics, now)),
+                Ok(metrics) => Some(metrics),
                 Err(error) => {
                     warn!(%error, "no metrics for this check; the decision core treats it as insufficient data");
                     None
@@ -288,11 +288,18 @@ async fn observe(rollout: &Rollout, ctx: &Context, ns: &str, now: Timestamp) -> 
         }
         _ => None,
     };
+    let gates = rollout
+        .spec
+        .analysis
+        .as_ref()
+        .zip(metrics.as_ref())
+        .map(|(analysis, window)| crate::metrics::gates::evaluate(analysis, window, now));
     Observations {
         generation: rollout.metadata.generation,
         target: deployment(ctx, ns, &names.root).map(|d| target_workload(&d)),
         primary: deployment(ctx, ns, &names.primary).map(|d| primary_workload(&d)),
         gates,
+        metrics,
         request: request(rollout),
     }
 }
