@@ -14,3 +14,13 @@ pub mod metrics;
 pub mod quantity;
 pub mod smi;
 pub mod traffic;
+
+/// Installs rustls' ring provider as the process default, once. kube and reqwest both use
+/// rustls with ring; reqwest looks the provider up at run time.
+pub fn ensure_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider is already installed, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

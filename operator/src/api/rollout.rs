@@ -12,6 +12,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::sequential::{Evaluation, SequentialState};
+
 /// A Go-style duration such as `30s`, `1m`, `1h30m` or `500ms`.
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 /// Names of objects that Serin derives Service names from (`<name>-primary`, `<name>-canary`):
@@ -240,6 +242,14 @@ impl Strategy {
 /// Metric gates checked at each step, comparing canary with primary.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.sequential) || (has(self.method) && self.method == 'sequential')")
+        .message("analysis.sequential is only read with method: sequential")
+        .field_path(".sequential"),
+    validation = Rule::new("!has(self.method) || self.method != 'sequential' || !has(self.gates) || !has(self.gates.latency) || self.gates.latency.all(g, has(g.maxMs))")
+        .message("with method: sequential each latency gate needs maxMs: the latency above which a request counts as slow")
+        .field_path(".gates.latency"),
+)]
 pub struct Analysis {
     /// The metric window, as a duration. Defaults to the step interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,6 +257,9 @@ pub struct Analysis {
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')")
         .message("window must be at least 1s, e.g. 1m"))]
     pub window: Option<String>,
+    /// Where the metrics come from: the SMI Traffic Metrics API (default) or Prometheus.
+    #[serde(default)]
+    pub source: MetricSourceSpec,
     /// Fewest canary requests in a window for a verdict. Below it the result is "insufficient
     /// data": never a pass, and handled by `onInsufficientData`.
     #[serde(default = "default_min_requests")]
@@ -262,10 +275,170 @@ pub struct Analysis {
     /// The gates.
     #[serde(default)]
     pub gates: Gates,
+    /// How the canary is judged. `threshold` checks every gate against its threshold at each
+    /// step; `sequential` compares the canary's failures (and, for latency gates with `maxMs`,
+    /// its slow requests) with the primary's in anytime-valid tests, rolling back as soon as
+    /// the evidence of a regression is strong enough (`analysis.sequential`).
+    #[serde(default)]
+    pub method: AnalysisMethod,
+    /// Settings of the sequential method; defaults apply when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SequentialAnalysis>,
+}
+
+/// `threshold` or `sequential`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum AnalysisMethod {
+    /// Each gate against its threshold, with `tolerance` failed checks.
+    #[default]
+    Threshold,
+    /// Anytime-valid tests of the canary against the primary.
+    Sequential,
+}
+
+/// Settings of `analysis.method: sequential`. See the sequential analysis reference.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SequentialAnalysis {
+    /// The largest probability of rolling back a canary that fails (and is slow) no more often
+    /// than the primary, over the whole rollout however often it is checked. Also the error
+    /// rate of the confidence sequence. Split evenly between the failure test and the latency
+    /// tests.
+    #[serde(default = "default_sequential_alpha")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 0.5")
+        .message("alpha must be greater than 0 and less than 0.5, e.g. 0.05"))]
+    pub alpha: f64,
+    /// The largest tolerated regression, as a failure-rate ratio canary / primary: 1.5 means
+    /// "up to 50% more failures than the primary". The test reports no regression when its
+    /// confidence sequence for the ratio lies below it.
+    #[serde(default = "default_sequential_margin")]
+    #[x_kube(validation = Rule::new("self > 1.0 && self <= 100.0")
+        .message("margin is a failure-rate ratio canary/primary greater than 1 and at most 100, e.g. 1.5"))]
+    pub margin: f64,
+    /// Standard deviation of the prior on the log failure-rate ratio. Larger values detect
+    /// large regressions sooner and small ones later.
+    #[serde(default = "default_sequential_prior_scale")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 5.0")
+        .message("priorScale must be greater than 0 and at most 5, e.g. 1"))]
+    pub prior_scale: f64,
+    /// What evidence of no regression (the ratio's confidence sequence below `margin`) does:
+    /// `advance` lets the schedule go on; `promote` promotes at once, skipping the remaining
+    /// steps.
+    #[serde(default)]
+    pub on_no_regression: NoRegressionAction,
+    /// What happens when the last step ends without evidence either way.
+    #[serde(default)]
+    pub on_no_evidence: NoEvidencePolicy,
+}
+
+impl Default for SequentialAnalysis {
+    fn default() -> Self {
+        SequentialAnalysis {
+            alpha: default_sequential_alpha(),
+            margin: default_sequential_margin(),
+            prior_scale: default_sequential_prior_scale(),
+            on_no_regression: NoRegressionAction::default(),
+            on_no_evidence: NoEvidencePolicy::default(),
+        }
+    }
+}
+
+fn default_sequential_alpha() -> f64 {
+    crate::analysis::sequential::DEFAULT_ALPHA
+}
+fn default_sequential_margin() -> f64 {
+    crate::analysis::sequential::DEFAULT_MARGIN
+}
+fn default_sequential_prior_scale() -> f64 {
+    crate::analysis::sequential::DEFAULT_PRIOR_SCALE
+}
+
+/// `advance` or `promote`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum NoRegressionAction {
+    /// The schedule goes on: each step still lasts its interval.
+    #[default]
+    Advance,
+    /// Promote at once.
+    Promote,
+}
+
+/// What to do when the last step ends and the test has decided neither way.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NoEvidencePolicy {
+    /// `promote` promotes when the schedule completes, as the threshold method does when
+    /// its gates pass; `hold` stays at the last step until the test decides, and rolls back
+    /// if it has not decided within `deadline`.
+    #[serde(default)]
+    pub action: NoEvidenceAction,
+    /// With `hold`, how long to wait at the last step for evidence before rolling back.
+    #[serde(default = "default_no_evidence_deadline")]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')")
+        .message("deadline must be at least 1s, e.g. 30m"))]
+    pub deadline: String,
+}
+
+impl Default for NoEvidencePolicy {
+    fn default() -> Self {
+        NoEvidencePolicy { action: NoEvidenceAction::default(), deadline: default_no_evidence_deadline() }
+    }
+}
+
+fn default_no_evidence_deadline() -> String {
+    "30m".to_string()
+}
+
+/// `promote` or `hold`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum NoEvidenceAction {
+    #[default]
+    Promote,
+    Hold,
 }
 
 fn default_min_requests() -> i64 {
     50
+}
+
+/// Where gate metrics come from. Give at most one; with neither, the SMI Traffic Metrics API
+/// (`metrics.smi-spec.io`) is read through the aggregation layer.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.trafficMetrics) && has(self.prometheus))")
+    .message("give either trafficMetrics or prometheus as the metric source, not both"))]
+pub struct MetricSourceSpec {
+    /// Read the SMI Traffic Metrics API (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_metrics: Option<TrafficMetricsSourceSpec>,
+    /// Query Prometheus directly, for clusters without a Traffic Metrics server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSourceSpec>,
+}
+
+/// The SMI Traffic Metrics API source. No settings yet.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct TrafficMetricsSourceSpec {}
+
+/// A Prometheus source.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSourceSpec {
+    /// The Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub address: String,
+    /// Built-in queries for a mesh: `linkerd`, `istio` or `otel` (OpenTelemetry HTTP semantic
+    /// conventions).
+    #[serde(default)]
+    pub query_set: crate::metrics::querysets::QuerySet,
+    /// Your own PromQL instead of the query set. Placeholders: `{{namespace}}`,
+    /// `{{deployment}}`, `{{window}}`, `{{quantile}}`; latency in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queries: Option<crate::metrics::querysets::QueryTemplates>,
 }
 
 /// What to do when a window holds fewer requests than `minRequests`.
@@ -430,6 +603,10 @@ pub struct RolloutStatus {
     /// The last verdict of each gate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateStatus>,
+    /// The sequential analysis of the canary revision (`analysis.method: sequential`): the
+    /// tests' state, e-values, estimates and sample sizes. Starts afresh with each revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
     /// kstatus conditions: Ready, Reconciling, Stalled, Promoted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -457,6 +634,57 @@ pub struct GateStatus {
     /// When it was evaluated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Time>,
+}
+
+/// The sequential analysis of one canary revision. Bounded: at most 20 share bins per test and
+/// at most four tests.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// When Serin last looked at a metrics window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Time>,
+    /// The end of the last window counted. Each moment is counted once: of a window that
+    /// overlaps the previous one, only the part after this is added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<Time>,
+    /// The step that `stepCanaryRequests` counts.
+    #[serde(default)]
+    pub step: i32,
+    /// Canary requests counted during that step, against `analysis.minRequests`.
+    #[serde(default)]
+    pub step_canary_requests: f64,
+    /// With `onNoEvidence.action: hold`: since when the last step has waited for evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding_since: Option<Time>,
+    /// The failure test: canary failures against the primary's.
+    #[serde(default)]
+    pub errors: SequentialTestStatus,
+    /// One latency test per distinct latency-gate `maxMs`: requests slower than it count as
+    /// failures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    pub latency: Vec<SequentialTestStatus>,
+}
+
+/// One sequential test's state and last evaluation.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SequentialTestStatus {
+    /// For a latency test: the bound in milliseconds above which a request is slow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_ms: Option<f64>,
+    /// The false-rollback rate of this test: `analysis.sequential.alpha` divided by the number
+    /// of tests.
+    #[serde(default)]
+    pub alpha: f64,
+    /// Counts so far (windows, requests, failures by canary share).
+    #[serde(default)]
+    pub state: SequentialState,
+    /// The last evaluation: verdict, e-value, ratio estimate with its confidence sequence,
+    /// sample sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
 }
 
 /// A manual request handled by Serin. Requests are made through the `serin.dev/request`

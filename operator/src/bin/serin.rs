@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serin::engine::reconcile::{self, Options};
-use serin::metrics::NoMetrics;
+use serin::metrics::Sources;
+use serin::metrics::prometheus::PrometheusSource;
+use serin::metrics::traffic_metrics::TrafficMetricsApi;
 use tracing_subscriber::EnvFilter;
 
 /// Serin: canary rollouts over the Service Mesh Interface.
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Crd => print_crd(),
         Command::Run { namespace, log_format } => {
             init_logging(log_format);
+            serin::ensure_crypto_provider();
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(err) => {
@@ -65,7 +68,11 @@ fn main() -> ExitCode {
                 let instance =
                     std::env::var("POD_NAME").ok().or_else(|| Some(format!("pid-{}", std::process::id())));
                 let options = Options { namespace, instance };
-                match reconcile::run(client, options, Arc::new(NoMetrics)).await {
+                let sources = Sources {
+                    traffic_metrics: TrafficMetricsApi::new(client.clone()),
+                    prometheus: PrometheusSource::default(),
+                };
+                match reconcile::run(client, options, Arc::new(sources)).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(err) => {
                         tracing::error!(error = %err, "operator stopped");

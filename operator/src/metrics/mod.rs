@@ -3,9 +3,13 @@
 //! A [`MetricSource`] fetches one window of canary and primary metrics; [`gates::evaluate`]
 //! turns it into verdicts. A source that cannot answer returns an error; the reconciler then
 //! hands the decision core no gates, which it treats as insufficient data, never as a pass.
-//! Each source lives in a file of its own (the SMI Traffic Metrics API and Prometheus are next).
+//! Each source lives in a file of its own: [`traffic_metrics`] (the SMI Traffic Metrics API,
+//! the default) and [`prometheus`]; [`Sources`] picks one per Rollout.
 
 pub mod gates;
+pub mod prometheus;
+pub mod querysets;
+pub mod traffic_metrics;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,5 +57,27 @@ impl MetricSource for NoMetrics {
         _window: Duration,
     ) -> BoxFuture<'a, Result<MetricsWindow, MetricsError>> {
         Box::pin(async { Err(MetricsError::NotConfigured) })
+    }
+}
+
+/// Picks each Rollout's source from `spec.analysis.source`: Prometheus when configured, the
+/// SMI Traffic Metrics API otherwise.
+pub struct Sources {
+    pub traffic_metrics: traffic_metrics::TrafficMetricsApi,
+    pub prometheus: prometheus::PrometheusSource,
+}
+
+impl MetricSource for Sources {
+    fn fetch<'a>(
+        &'a self,
+        rollout: &'a Rollout,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<MetricsWindow, MetricsError>> {
+        let uses_prometheus = rollout.spec.analysis.as_ref().is_some_and(|a| a.source.prometheus.is_some());
+        if uses_prometheus {
+            self.prometheus.fetch(rollout, window)
+        } else {
+            self.traffic_metrics.fetch(rollout, window)
+        }
     }
 }

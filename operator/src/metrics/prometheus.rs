@@ -1,0 +1,232 @@
+//! Prometheus as a metric source: PromQL over the HTTP API, with a mesh's query set or the
+//! user's templates. The client is shared with the Traffic Metrics server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use serde::Deserialize;
+
+use super::querysets::{self, Queries, QuerySet, QueryTemplates, Workload};
+use super::{BoxFuture, MetricSource, MetricsError, MetricsWindow, WorkloadMetrics};
+use crate::api::Rollout;
+use crate::engine::resources::Names;
+
+/// Per-query timeout: a slow Prometheus is an unavailable one.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A Prometheus HTTP API client.
+#[derive(Clone, Debug)]
+pub struct Prometheus {
+    http: reqwest::Client,
+    base: String,
+}
+
+#[derive(Deserialize)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<ApiData>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiData {
+    result_type: String,
+    result: serde_json::Value,
+}
+
+impl Prometheus {
+    /// A client for the Prometheus at `address` (`http://host:port`, optionally with a path).
+    pub fn new(address: &str) -> Result<Self, MetricsError> {
+        if !(address.starts_with("http://") || address.starts_with("https://")) {
+            return Err(MetricsError::Malformed(format!(
+                "Prometheus address {address:?} must start with http:// or https://"
+            )));
+        }
+        crate::ensure_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(QUERY_TIMEOUT)
+            .build()
+            .map_err(|e| MetricsError::Unavailable(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Prometheus { http, base: address.trim_end_matches('/').to_string() })
+    }
+
+    /// Runs an instant query that yields one number. `Ok(None)` when it yields no series (no
+    /// traffic, or no such metric); NaN is returned as NaN, for the gates to refuse.
+    pub async fn query(&self, expr: &str) -> Result<Option<f64>, MetricsError> {
+        let url = format!("{}/api/v1/query", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .query(&[("query", expr)])
+            .send()
+            .await
+            .map_err(|e| MetricsError::Unavailable(format!("Prometheus at {}: {e}", self.base)))?;
+        let status = response.status();
+        let body: ApiResponse = response.json().await.map_err(|e| {
+            MetricsError::Malformed(format!("Prometheus answered {status} without its JSON: {e}"))
+        })?;
+        if body.status != "success" {
+            return Err(MetricsError::Malformed(format!(
+                "Prometheus refused {expr:?}: {}",
+                body.error.unwrap_or_else(|| status.to_string())
+            )));
+        }
+        let data = body.data.ok_or_else(|| MetricsError::Malformed("Prometheus answered no data".into()))?;
+        parse_result(&data.result_type, &data.result)
+    }
+
+    /// Runs every query of `queries` and assembles a workload's metrics.
+    pub async fn workload(&self, queries: &Queries) -> Result<WorkloadMetrics, MetricsError> {
+        let (success, failure) =
+            futures::try_join!(self.query(&queries.success_count), self.query(&queries.failure_count))?;
+        let mut latency_ms = BTreeMap::new();
+        for (quantile, expr) in &queries.latency {
+            if let Some(v) = self.query(expr).await? {
+                latency_ms.insert(*quantile, v);
+            }
+        }
+        Ok(WorkloadMetrics {
+            success_count: success.unwrap_or(0.0),
+            failure_count: failure.unwrap_or(0.0),
+            latency_ms,
+        })
+    }
+}
+
+fn number(value: &serde_json::Value) -> Result<f64, MetricsError> {
+    // [ <unix time>, "<value>" ]
+    let text = value
+        .get(1)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| MetricsError::Malformed(format!("sample {value}")))?;
+    match text {
+        "NaN" => Ok(f64::NAN),
+        "+Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        t => t.parse().map_err(|_| MetricsError::Malformed(format!("sample value {t:?}"))),
+    }
+}
+
+fn parse_result(result_type: &str, result: &serde_json::Value) -> Result<Option<f64>, MetricsError> {
+    match result_type {
+        "scalar" => number(result).map(Some),
+        "vector" => {
+            let samples =
+                result.as_array().ok_or_else(|| MetricsError::Malformed("vector is not a list".into()))?;
+            match samples.as_slice() {
+                [] => Ok(None),
+                [one] => number(one.get("value").unwrap_or(&serde_json::Value::Null)).map(Some),
+                many => Err(MetricsError::Malformed(format!(
+                    "query yields {} series; it must aggregate to one (sum(...))",
+                    many.len()
+                ))),
+            }
+        }
+        other => Err(MetricsError::Malformed(format!("query yields a {other}, not a number"))),
+    }
+}
+
+/// The Prometheus metric source: reads `spec.analysis.source.prometheus`.
+#[derive(Default)]
+pub struct PrometheusSource {
+    clients: Mutex<HashMap<String, Prometheus>>,
+}
+
+impl PrometheusSource {
+    fn client(&self, address: &str) -> Result<Prometheus, MetricsError> {
+        let mut clients =
+            self.clients.lock().map_err(|_| MetricsError::Unavailable("client cache poisoned".into()))?;
+        if let Some(client) = clients.get(address) {
+            return Ok(client.clone());
+        }
+        let client = Prometheus::new(address)?;
+        clients.insert(address.to_string(), client.clone());
+        Ok(client)
+    }
+}
+
+/// The queries for one workload, from templates when given, else from the query set.
+pub fn queries_for(
+    set: QuerySet,
+    templates: Option<&QueryTemplates>,
+    target: Workload<'_>,
+    window: Duration,
+) -> Queries {
+    match templates {
+        Some(t) => querysets::from_templates(t, target, window),
+        None => querysets::inbound(set, target, window),
+    }
+}
+
+impl MetricSource for PrometheusSource {
+    fn fetch<'a>(
+        &'a self,
+        rollout: &'a Rollout,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<MetricsWindow, MetricsError>> {
+        Box::pin(async move {
+            let spec = rollout
+                .spec
+                .analysis
+                .as_ref()
+                .and_then(|a| a.source.prometheus.as_ref())
+                .ok_or(MetricsError::NotConfigured)?;
+            let client = self.client(&spec.address)?;
+            let ns = rollout.namespace().unwrap_or_default();
+            let names = Names::of(rollout);
+            let read = |deployment: &str| {
+                let queries = queries_for(
+                    spec.query_set,
+                    spec.queries.as_ref(),
+                    Workload { namespace: &ns, deployment },
+                    window,
+                );
+                let client = client.clone();
+                async move { client.workload(&queries).await }
+            };
+            let (canary, primary) = futures::try_join!(read(&names.root), read(&names.primary))?;
+            Ok(MetricsWindow {
+                end: Timestamp::now(),
+                length: window,
+                canary: Some(canary),
+                primary: Some(primary),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_vectors_scalars_nan_and_no_data() {
+        assert_eq!(
+            parse_result("vector", &json!([{"metric": {}, "value": [1.0, "73.492"]}])).unwrap(),
+            Some(73.492)
+        );
+        assert_eq!(parse_result("vector", &json!([])).unwrap(), None, "no series: no traffic");
+        assert_eq!(parse_result("scalar", &json!([1.0, "2"])).unwrap(), Some(2.0));
+        assert!(parse_result("vector", &json!([{"value": [1.0, "NaN"]}])).unwrap().unwrap().is_nan());
+    }
+
+    #[test]
+    fn refuses_results_that_are_not_one_number() {
+        let two = json!([{"value": [1.0, "1"]}, {"value": [1.0, "2"]}]);
+        assert!(parse_result("vector", &two).unwrap_err().to_string().contains("aggregate to one"));
+        assert!(parse_result("matrix", &json!([])).is_err());
+        assert!(parse_result("vector", &json!([{"value": [1.0, "lots"]}])).is_err());
+    }
+
+    #[test]
+    fn addresses_must_be_http_urls() {
+        assert!(Prometheus::new("prometheus:9090").unwrap_err().to_string().contains("http://"));
+    }
+}
