@@ -18,7 +18,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store, reflector, store::Writer}
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::decide::{Decision, Observations, Request, RequestAction, Workload, check_due, decide};
 use super::resources::{self, Names, ResourceError};
@@ -179,8 +179,17 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
-            if let Err(err) = result {
-                warn!(error = %err, "reconcile failed");
+            use kube::runtime::controller::Error as ControllerError;
+            match result {
+                Ok(_) => {}
+                // Progress of a deletion, and Rollouts gone between trigger and reconcile.
+                Err(ControllerError::ReconcilerFailed(Error::Finalizer(inner), _))
+                    if matches!(
+                        inner.as_ref(),
+                        kube::runtime::finalizer::Error::CleanupFailed(Error::HandingBack(_))
+                    ) => {}
+                Err(ControllerError::ObjectNotFound(object)) => debug!(%object, "gone before reconcile"),
+                Err(err) => warn!(error = %err, "reconcile failed"),
             }
         })
         .await;
