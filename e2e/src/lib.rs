@@ -20,6 +20,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
+pub mod mesh;
+
 /// The field manager e2e tests write with.
 pub const MANAGER: &str = "serin-e2e";
 
