@@ -1,2 +1,3 @@
 //! Canary analysis: turning metric observations into gate verdicts.
+pub mod check;
 pub mod sequential;

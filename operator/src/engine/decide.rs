@@ -38,15 +38,35 @@
 //!
 //! A new revision in the middle of a rollout (Progressing, Paused, Promoting before the primary
 //! took it) restarts the analysis at step 0.
+//!
+//! # The sequential method (`analysis.method: sequential`)
+//!
+//! The steps are the same; what happens at a due check differs. Each check counts the metrics
+//! window once into the tests kept in `status.analysis` (reset when a new revision starts), then:
+//!
+//! ```text
+//!   Progressing (step k) ── evidence of a regression (e-value ≥ 1/α) ────────▶ Failed
+//!        │              ── no regression beyond the margin, onNoRegression: promote ▶ Promoting
+//!        │              ── window shorter than the interval, step not over ──▶ same step, check
+//!        │                                                                      again next window
+//!        │              ── step over, enough data, no evidence or no regression ▶ step k+1
+//!        │              ── step over, missing/stale data or < minRequests ───▶ insufficient data
+//!        │                                                                      (as thresholds)
+//!        └── last step over ── no regression, or no evidence with onNoEvidence: promote ▶ Promoting
+//!                           ── no evidence with onNoEvidence: hold ──▶ same step until evidence;
+//!                                                                      Failed after its deadline
+//! ```
 
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::analysis::check;
+use crate::analysis::sequential::SequentialVerdict;
 use crate::api::{
-    GateStatus, InsufficientDataAction, Phase, RequestOutcome, RequestStatus, RolloutSpec, RolloutStatus,
-    Verdict, condition,
+    Analysis, AnalysisMethod, GateStatus, InsufficientDataAction, NoEvidenceAction, NoRegressionAction,
+    Phase, RequestOutcome, RequestStatus, RolloutSpec, RolloutStatus, SequentialAnalysis, Verdict, condition,
 };
 use crate::duration::parse_duration;
 
@@ -156,13 +176,35 @@ pub struct Decision {
     pub requeue_after: Option<Duration>,
 }
 
-/// Whether gate results are needed now: a canary is at a step and its interval has elapsed.
-/// The reconciler asks the metric source only then.
+/// Whether gate results are needed now: a canary is at a step and its interval has elapsed, or,
+/// with the sequential method and a window shorter than the interval, a window has passed since
+/// the last check. The reconciler asks the metric source only then.
 pub fn check_due(spec: &RolloutSpec, status: &RolloutStatus, now: Timestamp) -> bool {
     status.phase == Phase::Progressing
         && status.step >= 1
         && !spec.paused
-        && elapsed(status.step_started_at.as_ref(), now) >= interval(spec)
+        && (elapsed(status.step_started_at.as_ref(), now) >= interval(spec)
+            || check_every(spec).is_some_and(|every| elapsed(last_check(status), now) >= every))
+}
+
+/// The analysis, when it uses the sequential method.
+fn sequential(spec: &RolloutSpec) -> Option<&Analysis> {
+    spec.analysis.as_ref().filter(|a| a.method == AnalysisMethod::Sequential)
+}
+
+/// With the sequential method and a window shorter than the interval: check every window.
+fn check_every(spec: &RolloutSpec) -> Option<Duration> {
+    let window = parse_duration(sequential(spec)?.window.as_deref()?).ok()?;
+    (window >= Duration::from_secs(1) && window < interval(spec)).then_some(window)
+}
+
+/// The later of the step's start and the last sequential check.
+fn last_check(status: &RolloutStatus) -> Option<&Time> {
+    let checked = status.analysis.as_ref().and_then(|a| a.checked_at.as_ref());
+    match (status.step_started_at.as_ref(), checked) {
+        (Some(started), Some(checked)) => Some(if checked.0 > started.0 { checked } else { started }),
+        (started, checked) => started.or(checked),
+    }
 }
 
 /// Decides what to do. Pure: the same inputs always give the same decision.
@@ -280,6 +322,7 @@ impl Ctx<'_> {
         self.next.canary_weight = 0;
         self.next.failed_checks = 0;
         self.next.gates.clear();
+        self.next.analysis = None;
         self.next.insufficient_data_since = None;
         self.next.step_started_at = Some(time(self.now));
         self.next.message = Some(format!("revision {}: scaling up the canary", target.revision));
@@ -368,6 +411,14 @@ impl Ctx<'_> {
         if !check_due(self.spec, &self.next, self.now) {
             // Keep the message: it explains the step, a failed check or a hold.
             self.wake_at(&since, interval(self.spec));
+            if let (Some(every), Some(last)) = (check_every(self.spec), last_check(&self.next).cloned()) {
+                self.wake_at(&last, every);
+            }
+            return;
+        }
+        let spec = self.spec;
+        if let Some(analysis) = sequential(spec) {
+            self.sequential_check(analysis);
             return;
         }
         match self.gate_verdict() {
@@ -412,6 +463,124 @@ impl Ctx<'_> {
                 }
             }
         }
+    }
+
+    /// A due check of the sequential method: counts the window into the tests, then acts on the
+    /// evidence. A regression rolls back at any check; otherwise the step ends on time.
+    fn sequential_check(&mut self, analysis: &Analysis) {
+        let settings = check::settings(analysis);
+        let step_over = elapsed(self.next.step_started_at.as_ref(), self.now) >= interval(self.spec);
+        let result = check::check(
+            analysis,
+            self.next.analysis.as_ref(),
+            self.next.step,
+            self.obs.metrics.as_ref(),
+            self.now,
+        );
+        let holding = result.status.holding_since.is_some();
+        self.next.gates.clear();
+        self.next.analysis = Some(result.status);
+        let (step, steps) = (self.next.step, self.next.steps);
+        let summary = result.summary;
+        match result.verdict {
+            SequentialVerdict::Regression => {
+                self.fail("SequentialRegression", format!("step {step}/{steps}: regression, {summary}"));
+                return;
+            }
+            SequentialVerdict::NoRegression
+                if result.usable && (settings.on_no_regression == NoRegressionAction::Promote || holding) =>
+            {
+                self.promote(format!(
+                    "no regression beyond a failure ratio of {} at step {step}/{steps}: {summary}",
+                    trim(settings.margin)
+                ));
+                return;
+            }
+            _ => {}
+        }
+        if !step_over {
+            // A check within the step: the evidence grows, the step ends on time.
+            let note = match &result.problem {
+                Some(problem) => format!("last check not counted: {problem}"),
+                None => summary,
+            };
+            self.next.message = Some(format!("{}; {note}", self.step_message()));
+            if let Some(started) = self.next.step_started_at.clone() {
+                self.wake_at(&started, interval(self.spec));
+            }
+            if let Some(every) = check_every(self.spec) {
+                self.wake_after(every);
+            }
+            return;
+        }
+        let enough =
+            result.usable && (result.enough_data || result.verdict == SequentialVerdict::NoRegression);
+        if !enough {
+            self.insufficient_data();
+            if self.next.phase == Phase::Progressing {
+                let why = result.problem.unwrap_or_else(|| {
+                    format!("fewer than {} canary requests at this step", analysis.min_requests.max(1))
+                });
+                self.next.message = Some(format!("step {step}/{steps}: holding, insufficient data: {why}"));
+            }
+            return;
+        }
+        self.next.insufficient_data_since = None;
+        if step < steps {
+            self.advance_to(step + 1);
+            self.next.message = Some(format!("{}; {summary}", self.step_message()));
+            return;
+        }
+        match (result.verdict, settings.on_no_evidence.action) {
+            (SequentialVerdict::NoRegression, _) => self.promote(format!(
+                "no regression beyond a failure ratio of {} at the last step: {summary}",
+                trim(settings.margin)
+            )),
+            (_, NoEvidenceAction::Promote) => {
+                self.promote(format!("the schedule completed without evidence of a regression: {summary}"))
+            }
+            (_, NoEvidenceAction::Hold) => self.hold_for_evidence(&settings, &summary),
+        }
+    }
+
+    /// The last step is over without evidence either way, and `onNoEvidence` says hold: stay at
+    /// the step until the test decides, and roll back after the deadline.
+    fn hold_for_evidence(&mut self, settings: &SequentialAnalysis, summary: &str) {
+        let deadline = parse_duration(&settings.on_no_evidence.deadline).unwrap_or(Duration::from_secs(1800));
+        let (step, steps) = (self.next.step, self.next.steps);
+        let now = time(self.now);
+        let Some(analysis) = self.next.analysis.as_mut() else { return };
+        let first = analysis.holding_since.is_none();
+        let since = analysis.holding_since.get_or_insert(now).clone();
+        if self.past(&since, deadline) {
+            self.fail(
+                "NoEvidence",
+                format!(
+                    "step {step}/{steps}: no evidence either way within {} \
+                     (analysis.sequential.onNoEvidence.deadline): {summary}",
+                    settings.on_no_evidence.deadline
+                ),
+            );
+            return;
+        }
+        self.next.step_started_at = Some(time(self.now));
+        self.next.message =
+            Some(format!("step {step}/{steps}: holding for evidence (onNoEvidence: hold); {summary}"));
+        if first {
+            self.event(
+                "HoldingForEvidence",
+                format!(
+                    "step {step}/{steps}: schedule complete without evidence either way; holding for up to {}",
+                    settings.on_no_evidence.deadline
+                ),
+                false,
+            );
+        }
+        self.wake_after(interval(self.spec));
+        if let Some(every) = check_every(self.spec) {
+            self.wake_after(every);
+        }
+        self.wake_at(&since, deadline);
     }
 
     fn failed_check(&mut self) {

@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
 use super::*;
+use crate::analysis::sequential::SequentialVerdict;
 use crate::api::{GateStatus, Phase, RequestOutcome, RolloutSpec, RolloutStatus, Verdict};
 
 const T0: i64 = 1_800_000_000;
@@ -570,6 +571,261 @@ fn requeue_is_never_zero() {
     assert_eq!(d.requeue_after, Some(Duration::from_secs(1)));
 }
 
+// ----- Sequential analysis ----------------------------------------------------------------------
+
+/// Sequential method, a check every 10 s within 1-minute steps of 25% and 50%.
+fn sequential_spec(settings: serde_json::Value) -> RolloutSpec {
+    spec(json!({"analysis": {"method": "sequential", "window": "10s", "minRequests": 100,
+        "sequential": settings}}))
+}
+
+fn side(requests: f64, failures: f64) -> crate::metrics::WorkloadMetrics {
+    crate::metrics::WorkloadMetrics {
+        success_count: requests - failures,
+        failure_count: failures,
+        latency_ms: Default::default(),
+    }
+}
+
+/// Observations with a metrics window of `length` seconds ending at `end`.
+fn with_window(end: i64, length: u64, canary: (f64, f64), primary: (f64, f64)) -> Observations {
+    let mut o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    o.metrics = Some(crate::metrics::MetricsWindow {
+        end: at(end),
+        length: Duration::from_secs(length),
+        canary: Some(side(canary.0, canary.1)),
+        primary: Some(side(primary.0, primary.1)),
+    });
+    o
+}
+
+const QUIET: (f64, f64) = (100.0, 0.0);
+const QUIET_PRIMARY: (f64, f64) = (300.0, 0.0);
+
+#[test]
+fn sequential_checks_every_window_within_a_step() {
+    let s = sequential_spec(json!({}));
+    let st = status(Phase::Progressing, 1, 25, 0);
+    assert!(!check_due(&s, &st, at(9)));
+    assert!(check_due(&s, &st, at(10)), "a window has passed");
+    let d = decide(&s, &st, &with_window(10, 10, QUIET, QUIET_PRIMARY), at(10));
+    assert_eq!(d.status.step, 1, "the step lasts its interval");
+    assert_eq!(d.status.step_started_at, Some(Time(at(0))));
+    assert!(d.events.is_empty());
+    let analysis = d.status.analysis.clone().unwrap();
+    assert_eq!(analysis.errors.state.batches, 1);
+    assert_eq!(analysis.checked_at, Some(Time(at(10))));
+    assert_eq!(analysis.window_end, Some(Time(at(10))));
+    assert!(analysis.errors.evaluation.is_some());
+    assert!(d.status.message.as_ref().unwrap().contains("e-value"));
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(10)), "the next window");
+    assert!(!check_due(&s, &d.status, at(15)));
+    assert!(check_due(&s, &d.status, at(20)));
+}
+
+#[test]
+fn sequential_counts_each_window_once() {
+    let s = sequential_spec(json!({}));
+    let o = with_window(10, 10, QUIET, QUIET_PRIMARY);
+    let d = decide(&s, &status(Phase::Progressing, 1, 25, 0), &o, at(10));
+    let again = decide(&s, &d.status, &o, at(10));
+    assert_eq!(again.status, d.status, "deciding on its own output counts nothing twice");
+    // The same window handed over at the next check is not counted again.
+    let later = decide(&s, &d.status, &o, at(20));
+    assert_eq!(later.status.analysis.as_ref().unwrap().errors.state.batches, 1);
+    assert!(later.status.message.unwrap().contains("already counted"));
+}
+
+#[test]
+fn sequential_regression_rolls_back_at_the_first_check_that_shows_it() {
+    let s = sequential_spec(json!({}));
+    let o = with_window(10, 10, (1000.0, 30.0), (3000.0, 3.0));
+    let d = decide(&s, &status(Phase::Progressing, 1, 25, 0), &o, at(10));
+    assert_eq!(d.status.phase, Phase::Failed, "rolled back within the step");
+    assert_eq!(d.desired.canary_weight, 0);
+    assert_eq!(reasons(&d), vec!["SequentialRegression"]);
+    assert!(d.events[0].warning);
+    let message = d.status.message.unwrap();
+    assert!(message.contains("e-value") && message.contains("ratio"), "{message}");
+    let evaluation = d.status.analysis.unwrap().errors.evaluation.unwrap();
+    assert_eq!(evaluation.verdict, SequentialVerdict::Regression, "the evidence stays in status");
+}
+
+#[test]
+fn sequential_regression_ignores_tolerance() {
+    let s = spec(json!({"analysis": {"method": "sequential", "tolerance": 5}}));
+    let o = with_window(60, 60, (1000.0, 30.0), (3000.0, 3.0));
+    let d = decide(&s, &status(Phase::Progressing, 1, 25, 0), &o, at(60));
+    assert_eq!(reasons(&d), vec!["SequentialRegression"]);
+}
+
+#[test]
+fn sequential_without_evidence_advances_on_time() {
+    let s = sequential_spec(json!({}));
+    let mut st = status(Phase::Progressing, 1, 25, 0);
+    let mut now = 0;
+    for _ in 0..6 {
+        now += 10;
+        st = decide(&s, &st, &with_window(now, 10, QUIET, QUIET_PRIMARY), at(now)).status;
+    }
+    assert_eq!(st.step, 2, "600 canary requests at step 1, no evidence: the schedule goes on");
+    assert_eq!(st.canary_weight, 50);
+    assert_eq!(st.analysis.as_ref().unwrap().errors.state.batches, 6, "kept across steps");
+    assert_eq!(st.step_started_at, Some(Time(at(60))));
+}
+
+#[test]
+fn sequential_window_equal_to_the_interval_checks_once_per_step() {
+    let s = spec(json!({"analysis": {"method": "sequential"}}));
+    let st = status(Phase::Progressing, 1, 25, 0);
+    assert!(!check_due(&s, &st, at(30)));
+    let d = decide(&s, &st, &with_window(60, 60, QUIET, QUIET_PRIMARY), at(60));
+    assert_eq!(d.status.step, 2);
+    assert_eq!(reasons(&d), vec!["StepAdvanced"]);
+}
+
+#[test]
+fn sequential_too_few_requests_at_the_step_end_hold() {
+    let s = sequential_spec(json!({}));
+    let d = decide(
+        &s,
+        &status(Phase::Progressing, 1, 25, 0),
+        &with_window(60, 10, (20.0, 0.0), QUIET_PRIMARY),
+        at(60),
+    );
+    assert_eq!(d.status.step, 1);
+    assert_eq!(d.status.insufficient_data_since, Some(Time(at(60))));
+    let message = d.status.message.unwrap();
+    assert!(message.contains("fewer than 100 canary requests"), "{message}");
+}
+
+#[test]
+fn sequential_missing_metrics_never_pass_the_last_step() {
+    let s = sequential_spec(json!({}));
+    let o = obs(workload("rev2", 3, true), Some(workload("rev1", 3, true)));
+    let d = decide(&s, &status(Phase::Progressing, 2, 50, 0), &o, at(60));
+    assert_eq!(d.status.phase, Phase::Progressing, "not promoted on missing metrics");
+    assert_eq!(d.status.insufficient_data_since, Some(Time(at(60))));
+    assert!(d.status.message.unwrap().contains("did not answer"));
+    // A stale window is no better.
+    let d =
+        decide(&s, &status(Phase::Progressing, 2, 50, 0), &with_window(0, 10, QUIET, QUIET_PRIMARY), at(600));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    // With the fail policy it counts as a failed check.
+    let strict =
+        spec(json!({"analysis": {"method": "sequential", "onInsufficientData": {"action": "fail"}}}));
+    let d = decide(&strict, &status(Phase::Progressing, 2, 50, 0), &o, at(60));
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(reasons(&d), vec!["AnalysisFailed"]);
+}
+
+#[test]
+fn sequential_last_step_without_evidence_promotes_by_default() {
+    let s = spec(json!({"analysis": {"method": "sequential"}}));
+    let d =
+        decide(&s, &status(Phase::Progressing, 2, 50, 0), &with_window(60, 60, QUIET, QUIET_PRIMARY), at(60));
+    assert_eq!(d.status.phase, Phase::Promoting);
+    assert_eq!(reasons(&d), vec!["Promoting"]);
+    assert!(d.events[0].message.contains("without evidence of a regression"), "{}", d.events[0].message);
+}
+
+/// A window with so many failures on both sides, at the same rate, that the ratio's
+/// confidence sequence is well below 1.5.
+fn convincing(end: i64, length: u64) -> Observations {
+    with_window(end, length, (100_000.0, 2_000.0), (100_000.0, 2_000.0))
+}
+
+#[test]
+fn sequential_no_regression_promotes_early_with_on_no_regression_promote() {
+    let s = sequential_spec(json!({"onNoRegression": "promote"}));
+    let d = decide(&s, &status(Phase::Progressing, 1, 25, 0), &convincing(10, 10), at(10));
+    assert_eq!(d.status.phase, Phase::Promoting, "promoted at step 1, mid-step");
+    assert_eq!(d.desired.primary_revision.as_deref(), Some("rev2"));
+    assert!(d.events[0].message.contains("no regression beyond a failure ratio of 1.5"));
+    let evaluation = d.status.analysis.unwrap().errors.evaluation.unwrap();
+    assert!(evaluation.ratio_upper.unwrap() < 1.5);
+}
+
+#[test]
+fn sequential_no_regression_advances_by_default() {
+    let s = sequential_spec(json!({}));
+    let d = decide(&s, &status(Phase::Progressing, 1, 25, 0), &convincing(10, 10), at(10));
+    assert_eq!(d.status.phase, Phase::Progressing);
+    assert_eq!(d.status.step, 1, "each step still lasts its interval");
+    let d = decide(&s, &status(Phase::Progressing, 1, 25, 0), &convincing(60, 10), at(60));
+    assert_eq!(d.status.step, 2);
+}
+
+#[test]
+fn sequential_last_step_holds_for_evidence_with_hold() {
+    let s = spec(json!({"analysis": {"method": "sequential",
+        "sequential": {"onNoEvidence": {"action": "hold", "deadline": "5m"}}}}));
+    let d =
+        decide(&s, &status(Phase::Progressing, 2, 50, 0), &with_window(60, 60, QUIET, QUIET_PRIMARY), at(60));
+    assert_eq!(d.status.phase, Phase::Progressing, "held at the last step");
+    assert_eq!(d.status.step, 2);
+    assert_eq!(reasons(&d), vec!["HoldingForEvidence"]);
+    assert_eq!(d.status.analysis.as_ref().unwrap().holding_since, Some(Time(at(60))));
+    assert!(d.status.message.as_ref().unwrap().contains("holding for evidence"));
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(60)));
+
+    // Still nothing a minute later: keeps holding, without a new Event.
+    let held = decide(&s, &d.status, &with_window(120, 60, QUIET, QUIET_PRIMARY), at(120));
+    assert_eq!(held.status.phase, Phase::Progressing);
+    assert!(held.events.is_empty());
+
+    // Evidence of no regression while holding promotes.
+    let promoted = decide(&s, &held.status, &convincing(180, 60), at(180));
+    assert_eq!(promoted.status.phase, Phase::Promoting);
+
+    // No evidence by the deadline: rolled back.
+    let mut st = held.status;
+    let mut now = 120;
+    while st.phase == Phase::Progressing && now < 1000 {
+        now += 60;
+        st = decide(&s, &st, &with_window(now, 60, QUIET, QUIET_PRIMARY), at(now)).status;
+    }
+    assert_eq!(st.phase, Phase::Failed);
+    assert_eq!(now, 360, "5 minutes after the hold began");
+    assert!(st.message.unwrap().contains("onNoEvidence.deadline"));
+}
+
+#[test]
+fn sequential_hold_deadline_event_is_no_evidence() {
+    let s = spec(json!({"analysis": {"method": "sequential",
+        "sequential": {"onNoEvidence": {"action": "hold", "deadline": "1m"}}}}));
+    let mut st = status(Phase::Progressing, 2, 50, 60);
+    st.analysis = Some(crate::api::AnalysisStatus { holding_since: Some(Time(at(0))), ..Default::default() });
+    let d = decide(&s, &st, &with_window(120, 60, QUIET, QUIET_PRIMARY), at(120));
+    assert_eq!(d.status.phase, Phase::Failed);
+    assert_eq!(reasons(&d), vec!["NoEvidence"]);
+}
+
+#[test]
+fn a_new_revision_resets_the_sequential_analysis() {
+    let s = sequential_spec(json!({}));
+    let d =
+        decide(&s, &status(Phase::Progressing, 1, 25, 0), &with_window(10, 10, QUIET, QUIET_PRIMARY), at(10));
+    assert!(d.status.analysis.is_some());
+    let o = obs(workload("rev3", 3, false), Some(workload("rev1", 3, true)));
+    let restarted = decide(&s, &d.status, &o, at(15));
+    assert_eq!(restarted.status.canary_revision.as_deref(), Some("rev3"));
+    assert_eq!(restarted.status.analysis, None);
+}
+
+#[test]
+fn sequential_checks_pause_with_the_rollout() {
+    let mut s = sequential_spec(json!({}));
+    s.paused = true;
+    assert!(!check_due(&s, &status(Phase::Paused, 1, 25, 0), at(30)));
+}
+
+#[test]
+fn the_threshold_method_ignores_the_sequential_window_cadence() {
+    let s = spec(json!({"analysis": {"window": "10s", "gates": {"successRate": {"min": 99}}}}));
+    assert!(!check_due(&s, &status(Phase::Progressing, 1, 25, 0), at(30)));
+}
+
 // ----- Properties -------------------------------------------------------------------------------
 
 mod properties {
@@ -587,6 +843,46 @@ mod properties {
         Request(u8),
         Pause(bool),
         Crash(bool),
+        /// Canary requests, canary failures, primary requests, primary failures per window; `None`
+        /// when the metric source does not answer.
+        Traffic(Option<(u16, u16, u16, u16)>),
+    }
+
+    /// The specs the histories run against.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Kind {
+        NoAnalysis,
+        Thresholds,
+        /// Sequential, a check every 10 s, default policies.
+        Sequential,
+        /// Sequential, promote on no regression, hold without evidence.
+        SequentialStrict,
+    }
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::NoAnalysis),
+            Just(Kind::Thresholds),
+            Just(Kind::Sequential),
+            Just(Kind::SequentialStrict)
+        ]
+    }
+
+    fn spec_of(kind: Kind) -> RolloutSpec {
+        match kind {
+            Kind::NoAnalysis => spec(json!({})),
+            Kind::Thresholds => gated(),
+            Kind::Sequential => sequential_spec(json!({})),
+            Kind::SequentialStrict => sequential_spec(json!({"onNoRegression": "promote",
+                "onNoEvidence": {"action": "hold", "deadline": "3m"}})),
+        }
+    }
+
+    fn traffic() -> impl Strategy<Value = Option<(u16, u16, u16, u16)>> {
+        proptest::option::of(
+            (0u16..2000, 0u16..200, 0u16..2000, 0u16..200)
+                .prop_map(|(c, cf, p, pf)| (c, cf.min(c), p, pf.min(p))),
+        )
     }
 
     fn verdict() -> impl Strategy<Value = Verdict> {
@@ -603,6 +899,7 @@ mod properties {
             1 => (0u8..4).prop_map(Event::Request),
             1 => any::<bool>().prop_map(Event::Pause),
             1 => (0u8..10).prop_map(|n| Event::Crash(n == 0)),
+            3 => traffic().prop_map(Event::Traffic),
         ]
     }
 
@@ -613,8 +910,9 @@ mod properties {
         /// between (the primary takes the desired revision), and checks the invariants at every
         /// step.
         #[test]
-        fn invariants_hold_over_random_histories(events in proptest::collection::vec(event(), 1..80), gated_spec in any::<bool>()) {
-            let base = if gated_spec { gated() } else { spec(json!({})) };
+        fn invariants_hold_over_random_histories(events in proptest::collection::vec(event(), 1..80), kind in kind()) {
+            let base = spec_of(kind);
+            let sequential = matches!(kind, Kind::Sequential | Kind::SequentialStrict);
             let mut spec = base.clone();
             let mut status = RolloutStatus::default();
             let mut now = 0i64;
@@ -623,6 +921,7 @@ mod properties {
             let mut gates: Option<Vec<GateStatus>> = None;
             let mut request: Option<Request> = None;
             let mut request_counter = 0;
+            let mut traffic: Option<(u16, u16, u16, u16)> = None;
 
             for event in events {
                 match event {
@@ -638,8 +937,17 @@ mod properties {
                     }
                     Event::Pause(p) => spec.paused = p,
                     Event::Crash(c) => target.failure = c.then(|| "CrashLoopBackOff".to_string()),
+                    Event::Traffic(t) => traffic = t,
                 }
-                let o = Observations { generation: Some(1), target: Some(target.clone()), primary: primary.clone(), gates: gates.clone(), metrics: None, request: request.clone() };
+                // Like the reconciler: metrics only when a check is due, a window ending now.
+                let due = check_due(&spec, &status, at(now));
+                let metrics = traffic.filter(|_| due).map(|(c, cf, p, pf)| crate::metrics::MetricsWindow {
+                    end: at(now),
+                    length: Duration::from_secs(10),
+                    canary: Some(side(f64::from(c), f64::from(cf))),
+                    primary: Some(side(f64::from(p), f64::from(pf))),
+                });
+                let o = Observations { generation: Some(1), target: Some(target.clone()), primary: primary.clone(), gates: gates.clone(), metrics, request: request.clone() };
                 let before = status.clone();
                 let d = decide(&spec, &status, &o, at(now));
 
@@ -655,13 +963,38 @@ mod properties {
                 if d.status.phase == Phase::Promoting && before.phase != Phase::Promoting {
                     let manual = d.status.last_request != before.last_request
                         && d.status.last_request.as_ref().is_some_and(|r| r.outcome == RequestOutcome::Accepted);
-                    if !manual {
+                    let evidence = d.status.analysis.as_ref().and_then(|a| a.errors.evaluation.as_ref()).map(|e| e.verdict);
+                    if !manual && sequential {
+                        // Never promoted on missing metrics; with the strict policies, never
+                        // without evidence of no regression.
+                        prop_assert!(o.metrics.is_some(), "promoted without metrics");
+                        if kind == Kind::SequentialStrict {
+                            prop_assert_eq!(evidence, Some(SequentialVerdict::NoRegression));
+                        } else {
+                            prop_assert_eq!(before.step, before.steps);
+                        }
+                    } else if !manual {
                         prop_assert_eq!(before.step, before.steps);
                         if base.analysis.is_some() {
                             let all_pass = o.gates.as_ref().is_some_and(|g| !g.is_empty() && g.iter().all(|g| g.verdict == Verdict::Pass));
                             prop_assert!(all_pass, "promoted without passing gates: {:?}", o.gates);
                         }
                     }
+                }
+                // A sequential rollback is backed by evidence in status.
+                if d.events.iter().any(|e| e.reason == "SequentialRegression") {
+                    let verdicts: Vec<_> = d.status.analysis.iter()
+                        .flat_map(|a| std::iter::once(&a.errors).chain(a.latency.iter()))
+                        .filter_map(|t| t.evaluation.as_ref().map(|e| e.verdict)).collect();
+                    prop_assert!(verdicts.contains(&SequentialVerdict::Regression));
+                }
+                // Each call counts at most one window, and only the sequential method keeps state.
+                let batches = |s: &RolloutStatus| s.analysis.as_ref().map_or(0, |a| a.errors.state.batches);
+                if d.status.canary_revision == before.canary_revision {
+                    prop_assert!(batches(&d.status) - batches(&before) <= 1);
+                }
+                if !sequential {
+                    prop_assert!(d.status.analysis.is_none());
                 }
                 // A promotion only records a revision the canary ran.
                 if d.status.promoted_revision != before.promoted_revision && before.phase != Phase::Initializing {
