@@ -20,7 +20,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
+pub mod adapter;
 pub mod mesh;
+pub mod prometheus;
 
 /// The field manager e2e tests write with.
 pub const MANAGER: &str = "serin-e2e";

@@ -11,6 +11,7 @@ pub mod crdgen;
 pub mod duration;
 pub mod engine;
 pub mod metrics;
+pub mod plugin;
 pub mod quantity;
 pub mod smi;
 pub mod traffic;

@@ -37,6 +37,8 @@ pub const FINALIZER: &str = "serin.dev/cleanup";
 pub const ADOPTED: &str = "serin.dev/adopted";
 /// Requeue when nothing time-based is pending: a safety net, the watches do the real work.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How long one check may wait for its metrics.
+const METRICS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What went wrong while reconciling one Rollout.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,18 @@ pub struct Context {
     default_router: SmiTrafficSplit,
     metrics: Arc<dyn MetricSource>,
     instance: String,
+}
+
+impl Context {
+    /// Waits until every watch cache has finished its first list. Instant once they have.
+    async fn wait_for_caches(&self) {
+        let _ = futures::join!(
+            self.deployments.wait_until_ready(),
+            self.autoscalers.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.splits.wait_until_ready(),
+        );
+    }
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -287,10 +301,16 @@ async fn observe(rollout: &Rollout, ctx: &Context, ns: &str, now: Timestamp) -> 
         Some(analysis) if check_due(&rollout.spec, &status, now) => {
             let window = analysis.window.as_deref().unwrap_or(&rollout.spec.strategy.interval);
             let window = parse_duration(window).unwrap_or(Duration::from_secs(60));
-            match ctx.metrics.fetch(rollout, window).await {
-                Ok(metrics) => Some(metrics),
-                Err(error) => {
+            // Bounded: a source that hangs (or a client retrying 503s) must not stall the
+            // rollout; no answer in time is no data.
+            match tokio::time::timeout(METRICS_TIMEOUT, ctx.metrics.fetch(rollout, window)).await {
+                Ok(Ok(metrics)) => Some(metrics),
+                Ok(Err(error)) => {
                     warn!(%error, "no metrics for this check; the decision core treats it as insufficient data");
+                    None
+                }
+                Err(_) => {
+                    warn!(timeout = ?METRICS_TIMEOUT, "the metric source did not answer in time; insufficient data");
                     None
                 }
             }
@@ -317,6 +337,9 @@ async fn observe(rollout: &Rollout, ctx: &Context, ns: &str, now: Timestamp) -> 
 
 async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     let ns = rollout.namespace().ok_or(Error::NoNamespace)?;
+    // Decide only on complete caches: right after a start, a Deployment missing from a cache
+    // that has not listed yet would look deleted, and the primary would be resized from a guess.
+    ctx.wait_for_caches().await;
     let now = Timestamp::now();
     let observations = observe(rollout, ctx, &ns, now).await;
     let old = rollout.status.clone().unwrap_or_default();
@@ -498,6 +521,7 @@ async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), E
 /// goes. The primary and the primary/canary Services are garbage-collected with the Rollout.
 async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     let ns = rollout.namespace().ok_or(Error::NoNamespace)?;
+    ctx.wait_for_caches().await;
     let names = Names::of(rollout);
     let Some(target) = deployment(ctx, &ns, &names.root) else { return Ok(Action::await_change()) };
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);

@@ -9,9 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde::Deserialize;
 
-use super::querysets::{self, Queries, QuerySet, QueryTemplates, Workload};
+use super::querysets::{self, GroupedQueries, Queries, QuerySet, QueryTemplates, Workload};
 use super::{BoxFuture, MetricSource, MetricsError, MetricsWindow, WorkloadMetrics};
-use crate::api::Rollout;
+use crate::api::{LatencyQuantile, Rollout};
 use crate::engine::resources::Names;
 
 /// Per-query timeout: a slow Prometheus is an unavailable one.
@@ -59,6 +59,18 @@ impl Prometheus {
     /// Runs an instant query that yields one number. `Ok(None)` when it yields no series (no
     /// traffic, or no such metric); NaN is returned as NaN, for the gates to refuse.
     pub async fn query(&self, expr: &str) -> Result<Option<f64>, MetricsError> {
+        let data = self.instant(expr).await?;
+        parse_result(&data.result_type, &data.result)
+    }
+
+    /// Runs an instant query that yields a vector, one sample per series (`sum(...) by (...)`).
+    /// An empty list when it yields no series; NaN samples are kept as NaN.
+    pub async fn query_vector(&self, expr: &str) -> Result<Vec<Sample>, MetricsError> {
+        let data = self.instant(expr).await?;
+        parse_vector(&data.result_type, &data.result)
+    }
+
+    async fn instant(&self, expr: &str) -> Result<ApiData, MetricsError> {
         let url = format!("{}/api/v1/query", self.base);
         let response = self
             .http
@@ -77,8 +89,67 @@ impl Prometheus {
                 body.error.unwrap_or_else(|| status.to_string())
             )));
         }
-        let data = body.data.ok_or_else(|| MetricsError::Malformed("Prometheus answered no data".into()))?;
-        parse_result(&data.result_type, &data.result)
+        body.data.ok_or_else(|| MetricsError::Malformed("Prometheus answered no data".into()))
+    }
+
+    /// Like [`workload`](Self::workload), but tells "no series" apart from zero: a count is
+    /// `None` when its query yields no series. All queries run concurrently.
+    pub async fn series(&self, queries: &Queries) -> Result<SeriesMetrics, MetricsError> {
+        let latency = futures::future::try_join_all(
+            queries
+                .latency
+                .iter()
+                .map(|(quantile, expr)| async move { Ok((*quantile, self.query(expr).await?)) }),
+        );
+        let (success_count, failure_count, latency) = futures::try_join!(
+            self.query(&queries.success_count),
+            self.query(&queries.failure_count),
+            latency
+        )?;
+        Ok(SeriesMetrics {
+            success_count,
+            failure_count,
+            latency_ms: latency.into_iter().filter_map(|(q, v)| Some((q, v?))).collect(),
+        })
+    }
+
+    /// Runs grouped queries: the metrics of each group, keyed by the values of the grouping
+    /// labels (`queries.by`). A group appears when any of its queries yields a series.
+    pub async fn grouped(
+        &self,
+        queries: &GroupedQueries,
+    ) -> Result<BTreeMap<BTreeMap<String, String>, SeriesMetrics>, MetricsError> {
+        let q = &queries.queries;
+        let latency = futures::future::try_join_all(
+            q.latency
+                .iter()
+                .map(|(quantile, expr)| async move { Ok((*quantile, self.query_vector(expr).await?)) }),
+        );
+        let (success, failure, latency) = futures::try_join!(
+            self.query_vector(&q.success_count),
+            self.query_vector(&q.failure_count),
+            latency
+        )?;
+        let key = |sample: &Sample| -> BTreeMap<String, String> {
+            queries
+                .by
+                .iter()
+                .map(|label| (label.clone(), sample.labels.get(label).cloned().unwrap_or_default()))
+                .collect()
+        };
+        let mut groups: BTreeMap<BTreeMap<String, String>, SeriesMetrics> = BTreeMap::new();
+        for sample in &success {
+            groups.entry(key(sample)).or_default().success_count = Some(sample.value);
+        }
+        for sample in &failure {
+            groups.entry(key(sample)).or_default().failure_count = Some(sample.value);
+        }
+        for (quantile, samples) in &latency {
+            for sample in samples {
+                groups.entry(key(sample)).or_default().latency_ms.insert(*quantile, sample.value);
+            }
+        }
+        Ok(groups)
     }
 
     /// Runs every query of `queries` and assembles a workload's metrics.
@@ -96,6 +167,29 @@ impl Prometheus {
             failure_count: failure.unwrap_or(0.0),
             latency_ms,
         })
+    }
+}
+
+/// One series of a vector result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// What the queries of one workload (or one group) yielded; `None` counts had no series.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SeriesMetrics {
+    pub success_count: Option<f64>,
+    pub failure_count: Option<f64>,
+    /// Quantiles that yielded a series; NaN (no requests in the window) is kept as NaN.
+    pub latency_ms: BTreeMap<LatencyQuantile, f64>,
+}
+
+impl SeriesMetrics {
+    /// Whether any request was counted: some count query yielded a series.
+    pub fn has_traffic(&self) -> bool {
+        self.success_count.is_some() || self.failure_count.is_some()
     }
 }
 
@@ -130,6 +224,25 @@ fn parse_result(result_type: &str, result: &serde_json::Value) -> Result<Option<
         }
         other => Err(MetricsError::Malformed(format!("query yields a {other}, not a number"))),
     }
+}
+
+fn parse_vector(result_type: &str, result: &serde_json::Value) -> Result<Vec<Sample>, MetricsError> {
+    if result_type != "vector" {
+        return Err(MetricsError::Malformed(format!("query yields a {result_type}, not a vector")));
+    }
+    let samples = result.as_array().ok_or_else(|| MetricsError::Malformed("vector is not a list".into()))?;
+    samples
+        .iter()
+        .map(|sample| {
+            let labels = match sample.get("metric") {
+                None | Some(serde_json::Value::Null) => BTreeMap::new(),
+                Some(metric) => serde_json::from_value(metric.clone())
+                    .map_err(|e| MetricsError::Malformed(format!("series labels {metric}: {e}")))?,
+            };
+            let value = number(sample.get("value").unwrap_or(&serde_json::Value::Null))?;
+            Ok(Sample { labels, value })
+        })
+        .collect()
 }
 
 /// The Prometheus metric source: reads `spec.analysis.source.prometheus`.
@@ -223,6 +336,38 @@ mod tests {
         assert!(parse_result("vector", &two).unwrap_err().to_string().contains("aggregate to one"));
         assert!(parse_result("matrix", &json!([])).is_err());
         assert!(parse_result("vector", &json!([{"value": [1.0, "lots"]}])).is_err());
+    }
+
+    #[test]
+    fn parses_vectors_with_labels() {
+        let result = json!([
+            {"metric": {"namespace": "shop", "deployment": "web"}, "value": [1.0, "73.492"]},
+            {"metric": {"namespace": "shop", "deployment": "api"}, "value": [1.0, "NaN"]},
+            {"value": [1.0, "1"]}
+        ]);
+        let samples = parse_vector("vector", &result).unwrap();
+        assert_eq!(samples.len(), 3);
+        assert_eq!(samples[0].labels.get("deployment").map(String::as_str), Some("web"));
+        assert_eq!(samples[0].value, 73.492);
+        assert!(samples[1].value.is_nan());
+        assert!(samples[2].labels.is_empty());
+        assert_eq!(parse_vector("vector", &json!([])).unwrap(), vec![]);
+        assert!(parse_vector("scalar", &json!([1.0, "2"])).is_err());
+        assert!(parse_vector("vector", &json!([{"metric": {"a": 1}, "value": [1.0, "2"]}])).is_err());
+    }
+
+    #[test]
+    fn no_series_is_not_traffic_but_zero_is() {
+        assert!(!SeriesMetrics::default().has_traffic());
+        assert!(SeriesMetrics { failure_count: Some(0.0), ..Default::default() }.has_traffic());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_prometheus_is_unavailable() {
+        // Port 1 on loopback: nothing listens there, the connection is refused at once.
+        let prometheus = Prometheus::new("http://127.0.0.1:1").unwrap();
+        assert!(matches!(prometheus.query("up").await, Err(MetricsError::Unavailable(_))));
+        assert!(matches!(prometheus.query_vector("up").await, Err(MetricsError::Unavailable(_))));
     }
 
     #[test]
