@@ -168,6 +168,20 @@ impl World {
         }
     }
 
+    /// The notes of this namespace's Events with `reason`.
+    async fn events(&self, reason: &str) -> Vec<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client().await, &self.ns);
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.note.unwrap_or_default())
+            .collect()
+    }
+
     async fn new_image(&self) {
         let patch =
             json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}});
@@ -213,6 +227,32 @@ async fn a_healthy_canary_is_promoted_on_its_metrics() {
     let p99 = status.gates.iter().find(|g| g.name == "latency.p99").unwrap();
     assert_eq!(p99.verdict, Verdict::Pass);
     assert!(p99.value.unwrap() < 250.0, "{p99:?}");
+    // `kubectl describe` explains the passes too: each check's values are in an Event.
+    let passed = world.events("CheckPassed").await;
+    assert_eq!(passed.len(), 2, "{passed:?}");
+    assert!(passed.iter().all(|n| n.contains("successRate 100 (threshold >= 99)") && n.contains("latency.p99")), "{passed:?}");
+    world.release().await;
+}
+
+#[tokio::test]
+async fn the_sequential_method_rolls_back_a_failing_canary_on_evidence() {
+    let analysis = json!({
+        "method": "sequential", "window": "4s", "minRequests": 20,
+        "sequential": {"alpha": 0.05},
+        "gates": {"successRate": {"min": 99}}
+    });
+    let world = World::new("sequential", Canary { error_rate: 0.2, latency_ms: 5 }, 60, analysis).await;
+    let mut seen = Vec::new();
+    world.wait_phase(Phase::Idle, &mut seen).await;
+    world.new_image().await;
+    let status = world.wait_phase(Phase::Failed, &mut seen).await;
+    assert!(!seen.contains(&Phase::Promoting), "phases {seen:?}");
+    let message = status.message.clone().unwrap();
+    assert!(message.contains("regression"), "{message}");
+    let analysis = status.analysis.expect("status.analysis shows the evidence");
+    let evaluation = serde_json::to_value(&analysis).unwrap();
+    assert!(evaluation.to_string().contains("eValue"), "{evaluation}");
+    assert_eq!(world.events("SequentialRegression").await.len(), 1);
     world.release().await;
 }
 

@@ -425,6 +425,12 @@ impl Ctx<'_> {
             Verdict::Pass => {
                 self.next.insufficient_data_since = None;
                 let step = self.next.step;
+                if !self.next.gates.is_empty() {
+                    // Every check's measured values go into an Event, so `kubectl describe`
+                    // explains passes as well as failures.
+                    let summary = gate_summary(&self.next.gates);
+                    self.event("CheckPassed", format!("step {step}/{}: {summary}", self.next.steps), false);
+                }
                 if step >= self.next.steps {
                     self.promote("analysis passed at the last step".to_string());
                 } else {
@@ -784,17 +790,9 @@ impl Ctx<'_> {
     }
 
     fn failing_gates(&self) -> String {
-        let failing: Vec<String> = self
-            .next
-            .gates
-            .iter()
-            .filter(|g| g.verdict == Verdict::Fail)
-            .map(|g| match g.value {
-                Some(v) => format!("{} {} (threshold {})", g.name, trim(v), g.threshold),
-                None => format!("{} failed (threshold {})", g.name, g.threshold),
-            })
-            .collect();
-        if failing.is_empty() { "insufficient data".to_string() } else { failing.join(", ") }
+        let failing: Vec<&GateStatus> =
+            self.next.gates.iter().filter(|g| g.verdict == Verdict::Fail).collect();
+        if failing.is_empty() { "insufficient data".to_string() } else { describe_gates(failing) }
     }
 
     // ----- helpers -------------------------------------------------------------------------
@@ -892,6 +890,23 @@ fn elapsed(since: Option<&Time>, now: Timestamp) -> Duration {
 
 fn time(now: Timestamp) -> Time {
     Time(now)
+}
+
+/// `successRate 97.5 (threshold >= 99), latency.p99 ...`: each gate with its measured value.
+fn describe_gates<'a>(gates: impl IntoIterator<Item = &'a GateStatus>) -> String {
+    gates
+        .into_iter()
+        .map(|g| match g.value {
+            Some(v) => format!("{} {} (threshold {})", g.name, trim(v), g.threshold),
+            None => format!("{} without a value (threshold {})", g.name, g.threshold),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every gate with its value and verdict, for the Event of a passed check.
+fn gate_summary(gates: &[GateStatus]) -> String {
+    format!("gates passed: {}", describe_gates(gates))
 }
 
 fn trim(v: f64) -> String {

@@ -314,7 +314,8 @@ fn the_last_step_passing_starts_promotion() {
         "the primary takes the canary's template"
     );
     assert_eq!(d.desired.canary_weight, 50, "the canary keeps its traffic while the primary rolls out");
-    assert_eq!(reasons(&d), vec!["Promoting"]);
+    assert_eq!(reasons(&d), vec!["CheckPassed", "Promoting"]);
+    assert_eq!(d.events[0].message, "step 2/2: gates passed: successRate 99.8 (threshold >= 99)");
 }
 
 #[test]
