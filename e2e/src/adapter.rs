@@ -33,7 +33,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 
 use crate::prometheus::free_port;
-use crate::{MANAGER, cluster_dir, eventually, kubeconfig, repo_root};
+use crate::{MANAGER, cluster_dir, eventually, kubeconfig};
 
 /// The APIService's name, fixed by the group and version.
 pub const APISERVICE: &str = "v1alpha1.metrics.smi-spec.io";
@@ -43,20 +43,7 @@ pub const SERVICE: &str = "serin-metrics-adapter";
 /// The `serin-metrics-adapter` binary, built once per test binary with the workspace's cargo.
 pub fn binary() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "serin-metrics-adapter", "--bin", "serin-metrics-adapter"])
-            .current_dir(repo_root())
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the serin-metrics-adapter binary failed");
-        // Test executables live in <target>/debug/deps; binaries in <target>/debug.
-        let exe = std::env::current_exe().unwrap();
-        let path = exe.parent().unwrap().parent().unwrap().join("serin-metrics-adapter");
-        assert!(path.is_file(), "no serin-metrics-adapter binary at {}", path.display());
-        path
-    })
+    PATH.get_or_init(|| crate::workspace_binary("serin-metrics-adapter", "serin-metrics-adapter"))
 }
 
 fn openssl(args: &[&str]) {
@@ -271,9 +258,7 @@ impl Adapter {
 
     /// The last 40 lines of its log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        crate::log_tail(&self.log, 40)
     }
 
     /// Its whole log.

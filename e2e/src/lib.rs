@@ -125,23 +125,34 @@ where
     }
 }
 
-/// The `serin` operator binary, built once per test binary with the workspace's cargo.
+/// Builds a workspace binary with the workspace's cargo and returns its path. Binaries of
+/// other packages are not built for this crate's tests, so the tests build them themselves.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .current_dir(repo_root())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the {bin} binary failed");
+    // Test executables live in <target>/debug/deps; binaries in <target>/debug.
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join(bin);
+    assert!(path.is_file(), "no {bin} binary at {}", path.display());
+    path
+}
+
+/// The `serin` operator binary, built once per test binary.
 pub fn serin_binary() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "serin", "--bin", "serin"])
-            .current_dir(repo_root())
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the serin binary failed");
-        // Test executables live in <target>/debug/deps; the binary in <target>/debug.
-        let exe = std::env::current_exe().unwrap();
-        let path = exe.parent().unwrap().parent().unwrap().join("serin");
-        assert!(path.is_file(), "no serin binary at {}", path.display());
-        path
-    })
+    PATH.get_or_init(|| workspace_binary("serin", "serin"))
+}
+
+/// The last `lines` lines of a log file, for assertion messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A running operator process watching one namespace. Killed when dropped.
@@ -177,9 +188,7 @@ impl Operator {
 
     /// The log so far, for assertion messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        log_tail(&self.log, 30)
     }
 }
 

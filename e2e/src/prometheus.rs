@@ -127,9 +127,7 @@ impl Prometheus {
 
     /// The last 30 lines of its log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        crate::log_tail(&self.dir.join("prometheus.log"), 30)
     }
 }
 

@@ -230,7 +230,10 @@ async fn a_healthy_canary_is_promoted_on_its_metrics() {
     // `kubectl describe` explains the passes too: each check's values are in an Event.
     let passed = world.events("CheckPassed").await;
     assert_eq!(passed.len(), 2, "{passed:?}");
-    assert!(passed.iter().all(|n| n.contains("successRate 100 (threshold >= 99)") && n.contains("latency.p99")), "{passed:?}");
+    assert!(
+        passed.iter().all(|n| n.contains("successRate 100 (threshold >= 99)") && n.contains("latency.p99")),
+        "{passed:?}"
+    );
     world.release().await;
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serin::metrics::prometheus::Prometheus;
 use serin::metrics::querysets::QuerySet;
-use tracing_subscriber::EnvFilter;
 
 use crate::Error;
 use crate::auth::{Authorizer, RequestHeader, RequestHeaderFlags};
@@ -104,12 +103,7 @@ pub enum AuthorizationMode {
     AlwaysAllow,
 }
 
-/// `--log-format`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use serin::logging::LogFormat;
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     serin::duration::parse_duration(text).map_err(|e| e.to_string())
@@ -117,14 +111,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Logs to stderr, filtered by RUST_LOG (default info).
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
-    }
+    serin::logging::init(format);
 }
 
 impl Args {

@@ -10,6 +10,7 @@ pub mod api;
 pub mod crdgen;
 pub mod duration;
 pub mod engine;
+pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod quantity;

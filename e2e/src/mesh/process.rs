@@ -95,9 +95,7 @@ impl Spawned {
 
     /// The last 30 lines of its log, for assertion messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        crate::log_tail(&self.log, 30)
     }
 }
 

@@ -3,12 +3,12 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use serin::engine::reconcile::{self, Options};
+use serin::logging::LogFormat;
 use serin::metrics::Sources;
 use serin::metrics::prometheus::PrometheusSource;
 use serin::metrics::traffic_metrics::TrafficMetricsApi;
-use tracing_subscriber::EnvFilter;
 
 /// Serin: canary rollouts over the Service Mesh Interface.
 #[derive(Parser)]
@@ -37,18 +37,12 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print_crd(),
         Command::Run { namespace, log_format } => {
-            init_logging(log_format);
+            serin::logging::init(log_format);
             serin::ensure_crypto_provider();
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -81,17 +75,6 @@ fn main() -> ExitCode {
                 }
             })
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
     }
 }
 
