@@ -103,6 +103,9 @@ impl World {
         // With no mesh, Prometheus scrapes an app that exposes no mesh metrics: no traffic data.
         let targets = if targets.is_empty() { vec![primary.addr()] } else { targets };
         let prometheus = Prometheus::start(&targets).await;
+        // A Rollout that reads Prometheus directly names it by this placeholder.
+        let analysis: Value =
+            serde_json::from_str(&analysis.to_string().replace("PROMETHEUS_URL", &prometheus.url())).unwrap();
         let adapter = Adapter::start(&ns, &prometheus.url(), "linkerd", &[]).await;
         let registration = register(&client, &adapter).await;
 
@@ -336,5 +339,28 @@ async fn without_traffic_the_rollout_reports_insufficient_data_and_follows_its_p
     let status = world.wait_phase(Phase::Failed, &mut seen).await;
     assert!(!seen.contains(&Phase::Promoting), "phases {seen:?}");
     assert!(status.message.unwrap().contains("onInsufficientData.deadline"));
+    world.release().await;
+}
+
+#[tokio::test]
+async fn prometheus_histograms_let_the_sequential_method_count_slow_requests_exactly() {
+    // The operator reads Prometheus directly (no Traffic Metrics API), so the latency test gets
+    // the histogram's bucket counts.
+    let analysis = json!({
+        "method": "sequential", "window": "4s", "minRequests": 20,
+        "source": {"prometheus": {"address": "PROMETHEUS_URL", "querySet": "linkerd"}},
+        "gates": {"latency": [{"quantile": "p99", "maxMs": 200}]}
+    });
+    let world = World::new("histogram", Canary { error_rate: 0.0, latency_ms: 400 }, 60, analysis).await;
+    let mut seen = Vec::new();
+    world.wait_phase(Phase::Idle, &mut seen).await;
+    world.new_image().await;
+    let status = world.wait_phase(Phase::Failed, &mut seen).await;
+    assert!(!seen.contains(&Phase::Promoting), "phases {seen:?}");
+    let analysis = status.analysis.expect("status.analysis");
+    let latency = &analysis.latency[0];
+    assert!(latency.histogram, "the latency test was fed by bucket counts: {latency:?}");
+    assert!(latency.state.canary_failures > 0.0, "{latency:?}");
+    assert!(status.message.unwrap().contains("slower than 200ms"));
     world.release().await;
 }

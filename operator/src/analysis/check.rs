@@ -19,7 +19,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::sequential::{
     Batch, Evaluation, LatencyQuantileState, QuantileWindow, SequentialConfig, SequentialState,
-    SequentialVerdict, slow_batch_from_quantiles,
+    SequentialVerdict, bucket_bound_at_most, slow_batch_from_histograms, slow_batch_from_quantiles,
 };
 use crate::api::{Analysis, AnalysisStatus, LatencyQuantile, SequentialAnalysis};
 use crate::metrics::{MetricsWindow, WorkloadMetrics};
@@ -128,8 +128,13 @@ pub fn check(
     }
     for test in &mut status.latency {
         let bound = test.bound_ms.unwrap_or(f64::INFINITY);
-        let state = LatencyQuantileState { bound, slow: test.state.clone() };
-        match state.evaluate(&config) {
+        let evaluated = if test.histogram {
+            // Exact slow counts from histograms: the full two-sided test.
+            test.state.evaluate(&config)
+        } else {
+            LatencyQuantileState { bound, slow: test.state.clone() }.evaluate(&config)
+        };
+        match evaluated {
             Ok(evaluation) => {
                 if evaluation.verdict == SequentialVerdict::Regression
                     && verdict != SequentialVerdict::Regression
@@ -224,30 +229,53 @@ fn count(
 
     let canary_quantiles = quantiles(canary);
     let primary_quantiles = quantiles(primary);
-    let mut latency: Vec<SequentialState> = Vec::with_capacity(status.latency.len());
+    let mut latency: Vec<(SequentialState, bool)> = Vec::with_capacity(status.latency.len());
     for test in &status.latency {
         let mut state = test.state.clone();
         let bound = test.bound_ms.unwrap_or(f64::INFINITY);
-        let batch = slow_batch_from_quantiles(
-            &QuantileWindow { requests: canary.requests(), quantiles: &canary_quantiles },
-            &QuantileWindow { requests: primary.requests(), quantiles: &primary_quantiles },
-            bound,
-        );
-        // Quantiles that contradict each other say nothing about slow requests: that window
-        // is left out of this latency test only.
+        // Histograms on both sides give exact slow counts, classified at the largest bucket
+        // boundary at or below the bound; otherwise the quantiles bracket them.
+        let from_histograms = histogram_bound(canary, primary, bound)
+            .map(|b| slow_batch_from_histograms(&canary.latency_buckets, &primary.latency_buckets, b));
+        let (batch, histogram) = match from_histograms {
+            Some(batch) => (batch, true),
+            None => (
+                slow_batch_from_quantiles(
+                    &QuantileWindow { requests: canary.requests(), quantiles: &canary_quantiles },
+                    &QuantileWindow { requests: primary.requests(), quantiles: &primary_quantiles },
+                    bound,
+                ),
+                false,
+            ),
+        };
+        // A window that says nothing about slow requests (contradictory quantiles, a broken
+        // histogram) is left out of this latency test only.
+        let mut exact = test.histogram || state.batches == 0;
         if let Ok(batch) = batch {
             state.push(&scale(batch)).map_err(|e| format!("latency test at {}ms: {e}", trim(bound)))?;
+            exact = exact && histogram;
         }
-        latency.push(state);
+        let histogram = exact && state.batches > 0;
+        latency.push((state, histogram));
     }
 
     status.errors.state = errors;
-    for (test, state) in status.latency.iter_mut().zip(latency) {
+    for (test, (state, histogram)) in status.latency.iter_mut().zip(latency) {
         test.state = state;
+        test.histogram = histogram;
     }
     status.window_end = Some(Time(window.end));
     status.step_canary_requests += canary.requests() * fraction;
     Ok(())
+}
+
+/// The bucket boundary to classify slow requests at, when both sides have histograms and one
+/// of their boundaries is at or below `bound`.
+fn histogram_bound(canary: &WorkloadMetrics, primary: &WorkloadMetrics, bound: f64) -> Option<f64> {
+    if canary.latency_buckets.is_empty() || primary.latency_buckets.is_empty() {
+        return None;
+    }
+    bucket_bound_at_most(&canary.latency_buckets, bound)
 }
 
 /// The usable quantiles of a side, as `(quantile, milliseconds)`.
@@ -327,6 +355,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::analysis::sequential::Bucket;
 
     const T0: i64 = 1_800_000_000;
 
@@ -347,6 +376,7 @@ mod tests {
             success_count: requests - failures,
             failure_count: failures,
             latency_ms: quantiles.iter().copied().collect::<BTreeMap<_, _>>(),
+            latency_buckets: Vec::new(),
         }
     }
 
@@ -504,6 +534,59 @@ mod tests {
             assert_ne!(c.verdict, SequentialVerdict::Regression);
             status = Some(c.status);
         }
+    }
+
+    /// A cumulative histogram with Linkerd-like bounds: `total` requests, `slow` of them above
+    /// 500 ms.
+    fn histogram(total: f64, slow: f64) -> Vec<Bucket> {
+        vec![
+            Bucket { le: 100.0, count: (total - slow) * 0.5 },
+            Bucket { le: 500.0, count: total - slow },
+            Bucket { le: 1000.0, count: total - slow * 0.5 },
+            Bucket { le: f64::INFINITY, count: total },
+        ]
+    }
+
+    fn with_buckets(mut side: WorkloadMetrics, buckets: Vec<Bucket>) -> WorkloadMetrics {
+        side.latency_buckets = buckets;
+        side
+    }
+
+    #[test]
+    fn histograms_give_exact_slow_counts_and_a_two_sided_latency_test() {
+        let a = analysis(json!({"gates": {"latency": [{"quantile": "p99", "maxMs": 500}]}}));
+        let w = window(
+            10,
+            10,
+            with_buckets(side(100.0, 0.0, &[]), histogram(100.0, 30.0)),
+            with_buckets(side(900.0, 0.0, &[]), histogram(900.0, 9.0)),
+        );
+        let c = check(&a, None, 1, Some(&w), at(10));
+        let test = &c.status.latency[0];
+        assert!(test.histogram, "{test:?}");
+        assert_eq!(test.state.canary_failures, 30.0, "exactly the canary's requests above 500 ms");
+        assert_eq!(test.state.primary_failures, 9.0);
+        assert_eq!(c.verdict, SequentialVerdict::Regression, "30% slow against 1%: {c:?}");
+        assert!(c.summary.starts_with("requests slower than 500ms"), "{}", c.summary);
+    }
+
+    #[test]
+    fn a_window_from_quantiles_makes_the_latency_test_one_sided_again() {
+        use LatencyQuantile::*;
+        let a = analysis(json!({"gates": {"latency": [{"quantile": "p99", "maxMs": 500}]}}));
+        let first = window(
+            10,
+            10,
+            with_buckets(side(100.0, 0.0, &[]), histogram(100.0, 1.0)),
+            with_buckets(side(900.0, 0.0, &[]), histogram(900.0, 9.0)),
+        );
+        let c = check(&a, None, 1, Some(&first), at(10));
+        assert!(c.status.latency[0].histogram);
+        let fast = [(P50, 100.0), (P90, 200.0), (P99, 400.0)];
+        let second = window(20, 10, side(100.0, 0.0, &fast), side(900.0, 0.0, &fast));
+        let c = check(&a, Some(&c.status), 1, Some(&second), at(20));
+        assert!(!c.status.latency[0].histogram, "a quantile window makes the counts inexact");
+        assert_eq!(c.status.latency[0].state.batches, 2);
     }
 
     #[test]

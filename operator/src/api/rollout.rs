@@ -674,6 +674,12 @@ pub struct SequentialTestStatus {
     /// For a latency test: the bound in milliseconds above which a request is slow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound_ms: Option<f64>,
+    /// For a latency test: every window so far came from histogram bucket counts, which give
+    /// exact slow-request counts, so the test may also conclude "no regression". Windows from
+    /// quantiles (the SMI Traffic Metrics API) only bracket them: then only a regression is
+    /// concluded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub histogram: bool,
     /// The false-rollback rate of this test: `analysis.sequential.alpha` divided by the number
     /// of tests.
     #[serde(default)]

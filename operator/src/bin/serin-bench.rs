@@ -359,7 +359,12 @@ fn side(rng: &mut Rng, rps: f64, seconds: f64, error_rate: f64, median_ms: f64) 
             latency_ms.insert(name, median_ms * (LATENCY_SIGMA * normal_quantile(u)).exp());
         }
     }
-    WorkloadMetrics { success_count: successes as f64, failure_count: failures as f64, latency_ms }
+    WorkloadMetrics {
+        success_count: successes as f64,
+        failure_count: failures as f64,
+        latency_ms,
+        latency_buckets: Vec::new(),
+    }
 }
 
 fn window(rng: &mut Rng, sc: &Scenario, weight_pct: i32, seconds: f64, end: Timestamp) -> MetricsWindow {

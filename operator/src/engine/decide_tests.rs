@@ -585,6 +585,7 @@ fn side(requests: f64, failures: f64) -> crate::metrics::WorkloadMetrics {
         success_count: requests - failures,
         failure_count: failures,
         latency_ms: Default::default(),
+        latency_buckets: Vec::new(),
     }
 }
 

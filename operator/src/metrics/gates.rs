@@ -24,6 +24,9 @@ pub struct WorkloadMetrics {
     pub failure_count: f64,
     /// Latency quantiles in milliseconds, where known.
     pub latency_ms: BTreeMap<LatencyQuantile, f64>,
+    /// The latency histogram over the window, cumulative with `le` in milliseconds and
+    /// ascending, when the source has one (Prometheus); empty otherwise.
+    pub latency_buckets: Vec<crate::analysis::sequential::Bucket>,
 }
 
 impl WorkloadMetrics {
@@ -176,6 +179,7 @@ mod tests {
             success_count: success,
             failure_count: failure,
             latency_ms: BTreeMap::from([(LatencyQuantile::P99, p99), (LatencyQuantile::P50, p99 / 4.0)]),
+            latency_buckets: Vec::new(),
         }
     }
 

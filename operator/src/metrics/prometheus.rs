@@ -162,12 +162,43 @@ impl Prometheus {
                 latency_ms.insert(*quantile, v);
             }
         }
+        let latency_buckets = match &queries.latency_buckets {
+            Some(expr) => buckets(&self.query_vector(expr).await?, f64::from(queries.bucket_le_to_ms))?,
+            None => Vec::new(),
+        };
         Ok(WorkloadMetrics {
             success_count: success.unwrap_or(0.0),
             failure_count: failure.unwrap_or(0.0),
             latency_ms,
+            latency_buckets,
         })
     }
+}
+
+/// A cumulative histogram from `sum(increase(..._bucket[w])) by (le)`, ascending by `le`
+/// (scaled to milliseconds). Empty when there were no series.
+pub fn buckets(
+    samples: &[Sample],
+    le_to_ms: f64,
+) -> Result<Vec<crate::analysis::sequential::Bucket>, MetricsError> {
+    let mut out = samples
+        .iter()
+        .map(|s| {
+            let le = s
+                .labels
+                .get("le")
+                .ok_or_else(|| MetricsError::Malformed("a bucket series without le".into()))?;
+            let le = match le.as_str() {
+                "+Inf" => f64::INFINITY,
+                text => {
+                    text.parse::<f64>().map_err(|_| MetricsError::Malformed(format!("bucket le {text:?}")))?
+                }
+            };
+            Ok(crate::analysis::sequential::Bucket { le: le * le_to_ms, count: s.value })
+        })
+        .collect::<Result<Vec<_>, MetricsError>>()?;
+    out.sort_by(|a, b| a.le.total_cmp(&b.le));
+    Ok(out)
 }
 
 /// One series of a vector result.
@@ -318,6 +349,20 @@ impl MetricSource for PrometheusSource {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn histogram_buckets_are_sorted_and_scaled_to_milliseconds() {
+        let sample = |le: &str, value: f64| Sample {
+            labels: BTreeMap::from([("le".to_string(), le.to_string())]),
+            value,
+        };
+        let got = buckets(&[sample("+Inf", 10.0), sample("0.5", 9.0), sample("0.1", 4.0)], 1000.0).unwrap();
+        let pairs: Vec<(f64, f64)> = got.iter().map(|b| (b.le, b.count)).collect();
+        assert_eq!(pairs, vec![(100.0, 4.0), (500.0, 9.0), (f64::INFINITY, 10.0)]);
+        assert!(buckets(&[Sample { labels: BTreeMap::new(), value: 1.0 }], 1.0).is_err(), "no le label");
+        assert!(buckets(&[sample("fast", 1.0)], 1.0).is_err());
+        assert!(buckets(&[], 1.0).unwrap().is_empty());
+    }
 
     #[test]
     fn parses_vectors_scalars_nan_and_no_data() {

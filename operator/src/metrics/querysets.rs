@@ -76,6 +76,11 @@ pub struct Queries {
     pub failure_count: String,
     /// One query per quantile, when latency can be queried.
     pub latency: Vec<(LatencyQuantile, String)>,
+    /// The histogram's cumulative bucket counts over the window, `by (le)`, for tests that
+    /// need the counts (the sequential latency test); `None` when there is no histogram.
+    pub latency_buckets: Option<String>,
+    /// What turns the histogram's `le` into milliseconds (1000 for seconds).
+    pub bucket_le_to_ms: u32,
 }
 
 /// The window as a PromQL duration: whole seconds, at least one.
@@ -418,6 +423,8 @@ fn build(family: &Family, sel: &str, w: &str, by: &[String]) -> Queries {
     let group = if by.is_empty() { String::new() } else { format!(" by ({})", by.join(", ")) };
     let le = std::iter::once("le".to_string()).chain(by.iter().cloned()).collect::<Vec<_>>().join(", ");
     Queries {
+        latency_buckets: Some(format!("sum(increase({bucket}{{{sel}}}[{w}])) by ({le})")),
+        bucket_le_to_ms: if to_ms.is_empty() { 1 } else { 1000 },
         success_count: format!("sum(increase({total}{{{}}}[{w}])){group}", and(sel, success)),
         failure_count: format!("sum(increase({total}{{{}}}[{w}])){group}", and(sel, failure)),
         latency: QUANTILES
@@ -439,6 +446,8 @@ pub fn from_templates(templates: &QueryTemplates, target: Workload<'_>, window: 
             .replace("{{quantile}}", q.map_or("", quantile_value))
     };
     Queries {
+        latency_buckets: None,
+        bucket_le_to_ms: 1,
         success_count: fill(&templates.success_count, None),
         failure_count: fill(&templates.failure_count, None),
         latency: templates
@@ -469,6 +478,25 @@ mod tests {
             p99,
             r#"histogram_quantile(0.99, sum(rate(response_latency_ms_bucket{direction="inbound", namespace="shop", deployment="web"}[60s])) by (le))"#
         );
+    }
+
+    #[test]
+    fn bucket_counts_are_queried_by_le_in_the_histograms_unit() {
+        let q = inbound(QuerySet::Linkerd, WEB, Duration::from_secs(60));
+        assert_eq!(
+            q.latency_buckets.as_deref(),
+            Some(
+                r#"sum(increase(response_latency_ms_bucket{direction="inbound", namespace="shop", deployment="web"}[60s])) by (le)"#
+            )
+        );
+        assert_eq!(q.bucket_le_to_ms, 1);
+        assert_eq!(
+            inbound(QuerySet::Otel, WEB, Duration::from_secs(60)).bucket_le_to_ms,
+            1000,
+            "OTel histograms are in seconds"
+        );
+        let t = QueryTemplates { success_count: "a".into(), failure_count: "b".into(), latency: None };
+        assert_eq!(from_templates(&t, WEB, Duration::from_secs(60)).latency_buckets, None);
     }
 
     #[test]

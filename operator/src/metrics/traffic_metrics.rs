@@ -73,6 +73,7 @@ pub fn workload_metrics(tm: &TrafficMetrics) -> Result<WorkloadMetrics, MetricsE
         success_count: count(names::SUCCESS_COUNT)?,
         failure_count: count(names::FAILURE_COUNT)?,
         latency_ms,
+        latency_buckets: Vec::new(),
     })
 }
 
