@@ -197,3 +197,29 @@ impl Drop for Operator {
         self.kill();
     }
 }
+
+/// Creates the app every story rolls out: Deployment `web` (2 replicas of image `web:1`, pods
+/// labelled `app: web`) and a Rollout `web` for it on port 80, with `spec` merged into the
+/// Rollout's spec (e.g. `strategy`, `analysis`, `progressDeadlineSeconds`).
+pub async fn deploy_web_with_rollout(client: &Client, ns: &str, spec: serde_json::Value) {
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "web:1"}]}}
+        }
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), ns).create(&PostParams::default(), &deployment).await.unwrap();
+    let mut full = serde_json::json!({"targetRef": {"name": "web"}, "service": {"port": 80}});
+    for (k, v) in spec.as_object().unwrap() {
+        full[k] = v.clone();
+    }
+    let rollout: serin::api::Rollout = serde_json::from_value(serde_json::json!({
+        "apiVersion": "serin.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"}, "spec": full
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), ns).create(&PostParams::default(), &rollout).await.unwrap();
+}

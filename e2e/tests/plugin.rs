@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use serin::api::{Phase, RequestOutcome, Rollout};
@@ -91,26 +91,11 @@ impl Story {
             deployments: Api::namespaced(client.clone(), &ns),
             ns,
         };
-        let deployment: Deployment = serde_json::from_value(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}},
-                             "spec": {"containers": [{"name": "web", "image": "web:1"}]}}
-            }
-        }))
-        .unwrap();
-        story.deployments.create(&PostParams::default(), &deployment).await.unwrap();
-        let mut spec = json!({"targetRef": {"name": "web"}, "service": {"port": 80}, "strategy": strategy});
+        let mut spec = json!({"strategy": strategy});
         for (k, v) in extra.as_object().unwrap() {
             spec[k] = v.clone();
         }
-        let rollout: Rollout = serde_json::from_value(json!({
-            "apiVersion": "serin.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"}, "spec": spec
-        }))
-        .unwrap();
-        story.rollouts.create(&PostParams::default(), &rollout).await.unwrap();
+        serin_e2e::deploy_web_with_rollout(&client, &story.ns, spec).await;
         story
     }
 
