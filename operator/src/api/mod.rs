@@ -1,4 +1,6 @@
 //! Serin's own API: the `Rollout` custom resource.
+pub mod hooks;
 pub mod rollout;
 
+pub use hooks::*;
 pub use rollout::*;

@@ -77,6 +77,27 @@ pub struct RolloutSpec {
     /// Holds the rollout at its current step. Traffic stays where it is.
     #[serde(default)]
     pub paused: bool,
+
+    /// What a failed analysis does: `rollback` (the default) sends all traffic back to the
+    /// primary; `freeze` holds the current weights and pages a human.
+    #[serde(default)]
+    pub on_failure: super::hooks::FailurePolicy,
+
+    /// Webhooks called at points of the rollout: approvals, load tests, rollback requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    #[x_kube(validation = Rule::new("self.all(w, self.exists_one(x, x.name == w.name))")
+        .message("webhook names must be unique"))]
+    pub webhooks: Vec<super::hooks::Webhook>,
+
+    /// Where to send a message at each transition (Slack, Microsoft Teams, generic JSON).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub notifications: Vec<super::hooks::Notification>,
+
+    /// Deployment windows: when the rollout may progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<super::hooks::Schedule>,
 }
 
 fn default_progress_deadline() -> i32 {
