@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod quantity;
+pub mod schedule;
 pub mod smi;
 pub mod traffic;
 
