@@ -15,8 +15,10 @@ pub mod metrics;
 pub mod plugin;
 pub mod quantity;
 pub mod schedule;
+pub mod secrets;
 pub mod smi;
 pub mod traffic;
+pub mod webhooks;
 
 /// Installs rustls' ring provider as the process default, once. kube and reqwest both use
 /// rustls with ring; reqwest looks the provider up at run time.
