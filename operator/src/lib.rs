@@ -12,6 +12,7 @@ pub mod duration;
 pub mod engine;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod plugin;
 pub mod quantity;
 pub mod schedule;

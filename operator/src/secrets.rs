@@ -120,7 +120,9 @@ impl SecretReader {
     }
 
     /// One key of the Secret as text, without surrounding whitespace (a Secret made from a file
-    /// often ends in a newline).
+    /// often ends in a newline). `field` names the reference, e.g.
+    /// `spec.notifications[0].secretRef`: errors about the Secret name `<field>.name`, errors
+    /// about the key `<field>.key`.
     pub async fn text(
         &self,
         field: &str,
@@ -128,9 +130,10 @@ impl SecretReader {
         name: &str,
         key: &str,
     ) -> Result<String, SecretError> {
-        let data = self.data(field, namespace, name).await?;
+        let data = self.data(&format!("{field}.name"), namespace, name).await?;
+        let key_field = format!("{field}.key");
         let bytes = data.get(key).ok_or_else(|| SecretError::MissingKey {
-            field: field.to_string(),
+            field: key_field.clone(),
             namespace: namespace.to_string(),
             name: name.to_string(),
             key: key.to_string(),
@@ -141,7 +144,7 @@ impl SecretReader {
             },
         })?;
         let text = std::str::from_utf8(bytes).map_err(|_| SecretError::NotText {
-            field: field.to_string(),
+            field: key_field,
             namespace: namespace.to_string(),
             name: name.to_string(),
             key: key.to_string(),

@@ -34,6 +34,10 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Global notification receivers, for every Rollout: a YAML list of
+        /// `{type: slack|teams|generic, secretRef: {namespace, name, key}, severity: info|warn|error}`.
+        #[arg(long, value_name = "FILE")]
+        notifications: Option<std::path::PathBuf>,
     },
 }
 
@@ -41,9 +45,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print_crd(),
-        Command::Run { namespace, log_format } => {
+        Command::Run { namespace, log_format, notifications } => {
             serin::logging::init(log_format);
             serin::ensure_crypto_provider();
+            // A bad file stops the operator at start, naming the file and the item.
+            let global_notifications =
+                match notifications.as_deref().map(serin::notify::load_global).transpose() {
+                    Ok(list) => list.unwrap_or_default(),
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot load the global notification receivers");
+                        return ExitCode::FAILURE;
+                    }
+                };
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(err) => {
@@ -61,6 +74,15 @@ fn main() -> ExitCode {
                 };
                 let instance =
                     std::env::var("POD_NAME").ok().or_else(|| Some(format!("pid-{}", std::process::id())));
+                // The reconciler takes the notifier once the engine wiring lands (issue #8, hooks).
+                let notifier = match serin::notify::Notifier::new(client.clone(), global_notifications) {
+                    Ok(notifier) => notifier,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot set up notifications");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                tracing::info!(global_receivers = notifier.global().len(), "notifications ready");
                 let options = Options { namespace, instance };
                 let sources = Sources {
                     traffic_metrics: TrafficMetricsApi::new(client.clone()),
