@@ -575,6 +575,13 @@ pub enum Phase {
     Succeeded,
     /// The last revision was rolled back.
     Failed,
+    /// Held at a gate: a new revision waiting to start, a step waiting to advance, or the
+    /// last step waiting to promote, until a confirm webhook approves or a deployment window
+    /// opens. `status.waiting` says what for.
+    Waiting,
+    /// `onFailure: freeze` stopped a failing rollout where it was: weights and replicas held
+    /// until a human promotes or aborts it.
+    Frozen,
 }
 
 /// Observed state, following kstatus: `observedGeneration` and the conditions `Ready`,
@@ -628,9 +635,98 @@ pub struct RolloutStatus {
     /// tests' state, e-values, estimates and sample sizes. Starts afresh with each revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisStatus>,
+    /// What a `Waiting` rollout waits for. Present only in phase `Waiting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitingStatus>,
+    /// The last call of each webhook (one entry per webhook name): so a pre-rollout hook runs
+    /// once per revision, a post-rollout hook once per finished revision, and users see why a
+    /// gate waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub hooks: Vec<HookStatus>,
     /// kstatus conditions: Ready, Reconciling, Stalled, Promoted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// What a `Waiting` rollout waits for.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitingStatus {
+    /// `Approval` (a confirm webhook has not answered 2xx), `Window` (outside the deployment
+    /// windows) or `InvalidSchedule` (`spec.schedule` cannot be evaluated: progress is blocked
+    /// until it is fixed).
+    pub reason: WaitReason,
+    /// What waits: `Start` (a new revision, the canary not yet scaled up), `Step` (the next
+    /// step) or `Promotion`.
+    pub before: WaitGate,
+    /// The confirm webhook waited for, with reason `Approval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
+    /// Since when it has waited for this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// With reason `Window`: when the next window opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_window_start: Option<Time>,
+    /// A sentence: "waiting for approval from <hook>", "outside deployment windows; next
+    /// window opens at ...".
+    pub message: String,
+}
+
+/// Why a rollout waits.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitReason {
+    Approval,
+    Window,
+    InvalidSchedule,
+}
+
+/// What a waiting rollout holds back.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitGate {
+    /// Starting a new revision: the canary is not scaled up and gets no traffic.
+    Start,
+    /// The next step: the canary keeps its current weight.
+    Step,
+    /// The promotion, after the last step passed: the canary keeps its weight.
+    Promotion,
+}
+
+/// The last call of one webhook.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HookStatus {
+    /// The webhook's name.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub type_: super::hooks::WebhookType,
+    /// The canary revision the call was about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// `Passed` (answered 2xx), `Failed`, or `Pending` (a post-rollout call not made yet).
+    pub state: HookState,
+    /// The HTTP status of the last attempt, when there was an answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// Attempts made (1 + retries used).
+    #[serde(default)]
+    pub attempts: i32,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the call ended (or, while `Pending`, when it became due).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
+}
+
+/// The outcome of a webhook call.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookState {
+    Pending,
+    Passed,
+    Failed,
 }
 
 /// The last evaluation of one gate.

@@ -74,7 +74,6 @@ fn main() -> ExitCode {
                 };
                 let instance =
                     std::env::var("POD_NAME").ok().or_else(|| Some(format!("pid-{}", std::process::id())));
-                // The reconciler takes the notifier once the engine wiring lands (issue #8, hooks).
                 let notifier = match serin::notify::Notifier::new(client.clone(), global_notifications) {
                     Ok(notifier) => notifier,
                     Err(err) => {
@@ -83,7 +82,7 @@ fn main() -> ExitCode {
                     }
                 };
                 tracing::info!(global_receivers = notifier.global().len(), "notifications ready");
-                let options = Options { namespace, instance };
+                let options = Options { namespace, instance, notifier: Some(notifier) };
                 let sources = Sources {
                     traffic_metrics: TrafficMetricsApi::new(client.clone()),
                     prometheus: PrometheusSource::default(),

@@ -17,27 +17,44 @@
 //!                                                 │
 //!                                 new revision    │
 //!        ┌────────────────────────────────────────┘
+//!        ▼            start gate closed (confirm-rollout not approved, outside a window)
+//!   [start gate] ───────────────────────────────▶ Waiting (before: Start; canary at 0 replicas)
+//!        │ open        ◀── approved / window opens ──┘
 //!        ▼
 //!   Progressing (step 0: canary scaling up, weight 0)
-//!        │ canary ready
+//!        │ canary ready, pre-rollout hooks passed (a failure is a failed check)
 //!        ▼
-//!   Progressing (step k: weight w_k) ── interval elapsed, gates pass ──▶ step k+1
-//!        │   ▲                        ── gates fail ≤ tolerance ──────▶ same step, check again
-//!        │   │ resume                 ── insufficient data (hold) ────▶ same step, until deadline
-//!        │   │
-//!        │   Paused (spec.paused)
+//!   Progressing (step k: weight w_k) ── interval elapsed, gates and rollout hooks pass ──▶ [step gate] ──▶ step k+1
+//!        │   ▲                        ── gates or hooks fail ≤ tolerance ──▶ same step       │ closed (outside a
+//!        │   │ resume                 ── insufficient data (hold) ────▶ same step,          ▼  window, scope all)
+//!        │   │                           until deadline              Waiting (before: Step; weight held;
+//!        │   Paused (spec.paused)                                     checks go on)
 //!        │
-//!        ├── last step passes, or `promote --full` ───▶ Promoting ── primary rolled out ──▶ Succeeded
+//!        ├── last step passes ──▶ [promotion gate] ── open ──▶ Promoting ── primary rolled out ──▶ Succeeded
+//!        │                          │ closed (confirm-promotion      ▲
+//!        │                          ▼ not approved, outside window)  │ approved / window opens,
+//!        │                        Waiting (before: Promotion) ───────┘ or `promote`
 //!        │
-//!        └── gates fail > tolerance, deadline exceeded, ──▶ Failed (all traffic on primary)
-//!            failing canary, or `abort`                         │
-//!                                                               │ new revision, or `retry`
-//!                                                               ▼
-//!                                                        Progressing (step 0)
+//!        ├── `promote --full` (from Progressing, Paused, Waiting or Frozen) ──▶ Promoting
+//!        │
+//!        ├── gates fail > tolerance, deadline exceeded, ──▶ onFailure: rollback ──▶ Failed (all traffic on primary)
+//!        │   failing canary                                                          │
+//!        │                                              ──▶ onFailure: freeze ──▶ Frozen (weights held)
+//!        │                                                  `promote` resumes, `abort` rolls back
+//!        │
+//!        └── `abort`, or a rollback hook answers 2xx ──▶ Failed (always, whatever onFailure says)
+//!                                                          │ new revision, or `retry`
+//!                                                          ▼
+//!                                                   Progressing (step 0)
 //! ```
 //!
-//! A new revision in the middle of a rollout (Progressing, Paused, Promoting before the primary
-//! took it) restarts the analysis at step 0.
+//! A new revision in the middle of a rollout (Progressing, Paused, Waiting, Frozen, Promoting
+//! before the primary took it) restarts at the start gate. The gates are evaluated by
+//! [`Ctx::gate_open`]: deployment windows first (`spec.schedule`, read by the pure
+//! [`crate::schedule::window_state`]), then confirm webhooks. Webhooks are called by the
+//! reconciler when [`hooks_due`] says so, and their outcomes come back in
+//! [`Observations::hooks`]; `decide` records them in `status.hooks` and acts on them. Manual
+//! `promote` and `promote --full` override a closed gate: a human decided.
 //!
 //! # The sequential method (`analysis.method: sequential`)
 //!
@@ -65,10 +82,14 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::analysis::check;
 use crate::analysis::sequential::SequentialVerdict;
 use crate::api::{
-    Analysis, AnalysisMethod, GateStatus, InsufficientDataAction, NoEvidenceAction, NoRegressionAction,
-    Phase, RequestOutcome, RequestStatus, RolloutSpec, RolloutStatus, SequentialAnalysis, Verdict, condition,
+    Analysis, AnalysisMethod, FailurePolicy, GateStatus, HookState, HookStatus, InsufficientDataAction,
+    NoEvidenceAction, NoRegressionAction, Phase, RequestOutcome, RequestStatus, RolloutSpec, RolloutStatus,
+    ScheduleScope, SequentialAnalysis, Verdict, WaitGate, WaitReason, WaitingStatus, Webhook, WebhookType,
+    condition,
 };
 use crate::duration::parse_duration;
+use crate::schedule::{self, WindowState};
+use crate::webhooks::HookOutcome;
 
 /// What Serin observed about the world, read from watch caches.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -87,6 +108,8 @@ pub struct Observations {
     pub metrics: Option<crate::metrics::MetricsWindow>,
     /// A manual request (promote, abort, retry) found on the Rollout.
     pub request: Option<Request>,
+    /// Outcomes of the webhooks [`hooks_due`] asked for, one per hook called.
+    pub hooks: Vec<HookOutcome>,
 }
 
 /// A Deployment as Serin sees it.
@@ -178,13 +201,111 @@ pub struct Decision {
 
 /// Whether gate results are needed now: a canary is at a step and its interval has elapsed, or,
 /// with the sequential method and a window shorter than the interval, a window has passed since
-/// the last check. The reconciler asks the metric source only then.
+/// the last check. The reconciler asks the metric source (and calls the rollout webhooks) only
+/// then. Checks go on while a step waits for its gate (phase `Waiting` after step 1).
 pub fn check_due(spec: &RolloutSpec, status: &RolloutStatus, now: Timestamp) -> bool {
-    status.phase == Phase::Progressing
+    let analysing = status.phase == Phase::Progressing || waiting_mid_rollout(status);
+    analysing
         && status.step >= 1
         && !spec.paused
         && (elapsed(status.step_started_at.as_ref(), now) >= interval(spec)
             || check_every(spec).is_some_and(|every| elapsed(last_check(status), now) >= every))
+}
+
+/// Waiting with a canary running: before the next step or the promotion.
+fn waiting_mid_rollout(status: &RolloutStatus) -> bool {
+    status.phase == Phase::Waiting && status.waiting.as_ref().is_none_or(|w| w.before != WaitGate::Start)
+}
+
+/// The webhooks to call now, in spec order, before [`decide`] runs on the same status. Pure,
+/// like [`check_due`]; the reconciler calls them and hands their outcomes over in
+/// [`Observations::hooks`].
+///
+/// - confirm-rollout: while a new revision waits for approval to start; each hook until it
+///   approves, asked again every interval.
+/// - pre-rollout: once the canary is ready at step 0; each hook until it passes for the revision,
+///   again every interval after a failure.
+/// - rollout: at every due check.
+/// - confirm-promotion: while the last step waits for approval; like confirm-rollout.
+/// - rollback: every interval while a canary runs (Progressing, Paused, Waiting after the start,
+///   Frozen).
+/// - post-rollout: once per finished revision (recorded `Pending` when it finishes).
+///
+/// Event hooks are not here: they are told about transitions after the status is written.
+pub fn hooks_due<'a>(
+    spec: &'a RolloutSpec,
+    status: &RolloutStatus,
+    obs: &Observations,
+    now: Timestamp,
+) -> Vec<&'a Webhook> {
+    let revision = status.canary_revision.as_deref();
+    let target_is_canary =
+        obs.target.as_ref().is_some_and(|t| Some(t.revision.as_str()) == revision && revision.is_some());
+    let waiting_for_approval = |before: WaitGate| {
+        status.phase == Phase::Waiting
+            && status.waiting.as_ref().is_some_and(|w| w.reason == WaitReason::Approval && w.before == before)
+    };
+    let canary_ready = obs.target.as_ref().is_some_and(|t| t.ready && t.replicas > 0);
+    let check = check_due(spec, status, now);
+    let canary_running = matches!(status.phase, Phase::Progressing | Phase::Paused | Phase::Frozen)
+        || waiting_mid_rollout(status);
+    spec.webhooks
+        .iter()
+        .filter(|hook| match hook.type_ {
+            WebhookType::ConfirmRollout => {
+                waiting_for_approval(WaitGate::Start)
+                    && target_is_canary
+                    && !passed(status, hook, revision)
+                    && ask_again(spec, status, hook, revision, now)
+            }
+            WebhookType::PreRollout => {
+                status.phase == Phase::Progressing
+                    && status.step == 0
+                    && !spec.paused
+                    && target_is_canary
+                    && canary_ready
+                    && obs.target.as_ref().is_none_or(|t| t.failure.is_none())
+                    && !passed(status, hook, revision)
+                    && ask_again(spec, status, hook, revision, now)
+            }
+            WebhookType::Rollout => check && target_is_canary,
+            WebhookType::ConfirmPromotion => {
+                waiting_for_approval(WaitGate::Promotion)
+                    && target_is_canary
+                    && !passed(status, hook, revision)
+                    && ask_again(spec, status, hook, revision, now)
+            }
+            WebhookType::Rollback => {
+                canary_running && target_is_canary && ask_again(spec, status, hook, revision, now)
+            }
+            WebhookType::PostRollout => record(status, hook).is_some_and(|r| r.state == HookState::Pending),
+            WebhookType::Event => false,
+        })
+        .collect()
+}
+
+/// The recorded call of `hook`, when it is of the hook's current type.
+fn record<'a>(status: &'a RolloutStatus, hook: &Webhook) -> Option<&'a HookStatus> {
+    status.hooks.iter().find(|r| r.name == hook.name && r.type_ == hook.type_)
+}
+
+/// `hook` answered 2xx about `revision`.
+fn passed(status: &RolloutStatus, hook: &Webhook, revision: Option<&str>) -> bool {
+    record(status, hook).is_some_and(|r| r.state == HookState::Passed && r.revision.as_deref() == revision)
+}
+
+/// `hook` was not asked about `revision` yet, or an interval has passed since.
+fn ask_again(
+    spec: &RolloutSpec,
+    status: &RolloutStatus,
+    hook: &Webhook,
+    revision: Option<&str>,
+    now: Timestamp,
+) -> bool {
+    match record(status, hook) {
+        Some(r) if r.revision.as_deref() == revision => elapsed(r.at.as_ref(), now) >= interval(spec),
+        _ => true,
+    }
 }
 
 /// The analysis, when it uses the sequential method.
@@ -209,10 +330,20 @@ fn last_check(status: &RolloutStatus) -> Option<&Time> {
 
 /// Decides what to do. Pure: the same inputs always give the same decision.
 pub fn decide(spec: &RolloutSpec, status: &RolloutStatus, obs: &Observations, now: Timestamp) -> Decision {
-    let mut ctx =
-        Ctx { spec, obs, now, next: status.clone(), events: Vec::new(), wake: Vec::new(), stalled: false };
+    let mut ctx = Ctx {
+        spec,
+        obs,
+        now,
+        next: status.clone(),
+        events: Vec::new(),
+        wake: Vec::new(),
+        stalled: false,
+        fresh: Vec::new(),
+        checking_while_waiting: false,
+    };
     ctx.next.observed_generation = obs.generation.or(status.observed_generation);
     ctx.next.steps = i32::try_from(steps(spec).len()).unwrap_or(i32::MAX);
+    ctx.record_hooks();
     // Run the state machine to a fixpoint, so that one call takes every transition the
     // observations allow, and deciding again on the output changes nothing. Each transition
     // moves forward (or records a handled request), so a handful of rounds always suffices.
@@ -239,6 +370,11 @@ struct Ctx<'a> {
     wake: Vec<Timestamp>,
     /// Progress stopped at a deadline without a rollback (initialization, promotion).
     stalled: bool,
+    /// Webhook outcomes that this call recorded for the first time: only these count (a failed
+    /// check, a rollback request), so deciding again on the output counts nothing twice.
+    fresh: Vec<HookOutcome>,
+    /// A due check runs while the step waits for its gate: a pass keeps waiting quietly.
+    checking_while_waiting: bool,
 }
 
 impl Ctx<'_> {
@@ -254,13 +390,141 @@ impl Ctx<'_> {
         if self.handle_request(&target) {
             return;
         }
+        if self.rollback_requested(&target) {
+            return;
+        }
 
         match old.phase {
             Phase::Initializing => self.initializing(&target),
             Phase::Idle | Phase::Succeeded | Phase::Failed => self.steady(&target),
-            Phase::Progressing | Phase::Paused => self.progressing(&target),
+            Phase::Waiting if !waiting_mid_rollout(old) => self.waiting_to_start(&target),
+            Phase::Progressing | Phase::Paused | Phase::Waiting => self.progressing(&target),
+            Phase::Frozen => self.frozen(&target),
             Phase::Promoting => self.promoting(&target),
         }
+    }
+
+    // ----- Webhook outcomes ------------------------------------------------------------------
+
+    /// Records the outcomes of the webhooks the reconciler called (one entry per webhook name in
+    /// `status.hooks`), remembers which ones are new, and says when an approval came or was
+    /// refused. Entries of webhooks no longer in the spec are dropped.
+    fn record_hooks(&mut self) {
+        let spec = self.spec;
+        self.next.hooks.retain(|r| spec.webhooks.iter().any(|h| h.name == r.name && h.type_ == r.type_));
+        for outcome in &self.obs.hooks {
+            let Some(hook) =
+                spec.webhooks.iter().find(|h| h.name == outcome.name && h.type_ == outcome.type_)
+            else {
+                continue;
+            };
+            let existing = record(&self.next, hook).cloned();
+            let revision = match outcome.type_ {
+                // The revision that finished, recorded when the call became due.
+                WebhookType::PostRollout => existing.as_ref().and_then(|r| r.revision.clone()),
+                _ => self.next.canary_revision.clone(),
+            };
+            let entry = HookStatus {
+                name: outcome.name.clone(),
+                type_: outcome.type_,
+                revision: revision.clone(),
+                state: if outcome.ok { HookState::Passed } else { HookState::Failed },
+                code: outcome.code.map(i32::from),
+                attempts: i32::try_from(outcome.attempts).unwrap_or(i32::MAX),
+                message: (!outcome.ok && !outcome.message.is_empty()).then(|| outcome.message.clone()),
+                at: Some(time(self.now)),
+            };
+            if existing.as_ref() == Some(&entry) {
+                continue; // this call's outcome is already recorded
+            }
+            let was_rejected =
+                existing.as_ref().is_some_and(|r| r.state == HookState::Failed && r.revision == revision);
+            match self.next.hooks.iter_mut().find(|r| r.name == entry.name) {
+                Some(slot) => *slot = entry,
+                None => self.next.hooks.push(entry),
+            }
+            self.fresh.push(outcome.clone());
+            let rev = revision.as_deref().unwrap_or("?");
+            match (outcome.type_, outcome.ok) {
+                (WebhookType::ConfirmRollout | WebhookType::ConfirmPromotion, true) => self.event(
+                    "Approved",
+                    format!("{} approved {} of revision {rev}", outcome.name, gate_word(outcome.type_)),
+                    false,
+                ),
+                (WebhookType::ConfirmRollout | WebhookType::ConfirmPromotion, false) if !was_rejected => self
+                    .event(
+                        "ApprovalRejected",
+                        format!(
+                            "{} did not approve {} of revision {rev}: {}; asking again every {}",
+                            outcome.name,
+                            gate_word(outcome.type_),
+                            answer(outcome),
+                            self.spec.strategy.interval
+                        ),
+                        false,
+                    ),
+                _ => {}
+            }
+        }
+    }
+
+    /// Takes the new outcomes of `type_` (each counts once) and returns those that failed.
+    fn fresh_failures(&mut self, type_: WebhookType) -> Vec<HookOutcome> {
+        let (taken, kept) = std::mem::take(&mut self.fresh).into_iter().partition(|o| o.type_ == type_);
+        self.fresh = kept;
+        taken.into_iter().filter(|o: &HookOutcome| !o.ok).collect()
+    }
+
+    fn has_hooks(&self, type_: WebhookType) -> bool {
+        self.spec.webhooks.iter().any(|h| h.type_ == type_)
+    }
+
+    /// Every webhook of `type_` answered 2xx about the canary revision.
+    fn all_passed(&self, type_: WebhookType) -> bool {
+        let revision = self.next.canary_revision.clone();
+        self.spec
+            .webhooks
+            .iter()
+            .filter(|h| h.type_ == type_)
+            .all(|h| passed(&self.next, h, revision.as_deref()))
+    }
+
+    /// When a webhook of `type_` that has not passed will be asked again: an interval after its
+    /// last answer about this revision, or now when it was not asked yet.
+    fn wake_for_hooks(&mut self, type_: WebhookType) {
+        let revision = self.next.canary_revision.clone();
+        let every = interval(self.spec);
+        let mut times = Vec::new();
+        for hook in self.spec.webhooks.iter().filter(|h| h.type_ == type_) {
+            match record(&self.next, hook) {
+                Some(r) if r.revision == revision && r.state == HookState::Passed => {}
+                Some(r) if r.revision == revision => times.push((r.at.clone(), every)),
+                _ => times.push((Some(time(self.now)), Duration::ZERO)),
+            }
+        }
+        for (at, after) in times {
+            let at = at.unwrap_or_else(|| time(self.now));
+            self.wake_at(&at, after);
+        }
+    }
+
+    /// A rollback webhook answered 2xx: roll back, whatever `onFailure` says (it is an explicit
+    /// ask). Returns true when it did.
+    fn rollback_requested(&mut self, target: &Workload) -> bool {
+        let running = matches!(self.next.phase, Phase::Progressing | Phase::Paused | Phase::Frozen)
+            || waiting_mid_rollout(&self.next);
+        if !running || self.next.canary_revision.as_deref() != Some(target.revision.as_str()) {
+            return false;
+        }
+        let Some(asked) = self.fresh.iter().find(|o| o.type_ == WebhookType::Rollback && o.ok).cloned()
+        else {
+            return false;
+        };
+        self.fail(
+            "RollbackRequested",
+            format!("webhook {} asked for a rollback ({})", asked.name, answer(&asked)),
+        );
+        true
     }
 
     // ----- Initializing --------------------------------------------------------------------
@@ -311,12 +575,25 @@ impl Ctx<'_> {
         if failed_same {
             return; // stays Failed until a new revision or a retry
         }
-        self.start(target, "NewRevision");
+        self.begin(target, "NewRevision");
     }
 
-    /// Starts analysing the target's revision from step 0.
-    fn start(&mut self, target: &Workload, reason: &'static str) {
-        self.next.phase = Phase::Progressing;
+    /// A new revision: starts it when the start gate is open, else waits at the gate with the
+    /// canary scaled to zero.
+    fn begin(&mut self, target: &Workload, reason: &'static str) {
+        if self.next.canary_revision.as_deref() != Some(target.revision.as_str())
+            || !matches!(self.next.phase, Phase::Waiting)
+        {
+            self.reset_for(target);
+            self.next.waiting = None;
+        }
+        if self.gate_open(WaitGate::Start) {
+            self.start(target, reason);
+        }
+    }
+
+    /// Clears what belonged to the previous revision.
+    fn reset_for(&mut self, target: &Workload) {
         self.next.canary_revision = Some(target.revision.clone());
         self.next.step = 0;
         self.next.canary_weight = 0;
@@ -324,7 +601,21 @@ impl Ctx<'_> {
         self.next.gates.clear();
         self.next.analysis = None;
         self.next.insufficient_data_since = None;
+        self.next.step_started_at = None;
+    }
+
+    /// Starts analysing the target's revision from step 0.
+    fn start(&mut self, target: &Workload, reason: &'static str) {
+        self.reset_for(target);
+        self.next.phase = Phase::Progressing;
+        self.next.waiting = None;
         self.next.step_started_at = Some(time(self.now));
+        // Per-attempt webhook state starts afresh; the approval that let it start, and
+        // post-rollout calls still due for an earlier revision, stay.
+        self.next.hooks.retain(|r| {
+            matches!(r.type_, WebhookType::ConfirmRollout)
+                || (r.type_ == WebhookType::PostRollout && r.state == HookState::Pending)
+        });
         self.next.message = Some(format!("revision {}: scaling up the canary", target.revision));
         self.event(
             reason,
@@ -334,7 +625,172 @@ impl Ctx<'_> {
         self.wake_after(self.deadline());
     }
 
-    // ----- Progressing and Paused ----------------------------------------------------------
+    /// Waiting to start a new revision: the gate is evaluated again each time.
+    fn waiting_to_start(&mut self, target: &Workload) {
+        if self.next.promoted_revision.as_deref() == Some(target.revision.as_str()) {
+            self.next.phase = Phase::Idle;
+            self.next.canary_revision = None;
+            self.reset_step();
+            self.next.message = Some(format!("target is back at promoted revision {}", target.revision));
+            self.event("RevisionReverted", self.next.message.clone().unwrap_or_default(), false);
+            return;
+        }
+        self.begin(target, "NewRevision");
+    }
+
+    // ----- Gates: deployment windows and approvals -------------------------------------------
+
+    /// Whether the rollout may pass `gate` now: inside a deployment window (when the schedule
+    /// restricts this gate), and approved by every confirm webhook of the gate. When not, the
+    /// rollout waits (phase `Waiting`, `status.waiting` says for what) and false is returned.
+    fn gate_open(&mut self, gate: WaitGate) -> bool {
+        let revision = self.next.canary_revision.clone().unwrap_or_default();
+        if let Some(schedule) = self.spec.schedule.as_ref() {
+            let restricted = match (schedule.scope, gate) {
+                (ScheduleScope::All, _) => true,
+                (ScheduleScope::Promotion, WaitGate::Promotion) => true,
+                (ScheduleScope::Promotion, _) => false,
+            };
+            if restricted {
+                match schedule::window_state(schedule, self.now) {
+                    Ok(WindowState::Open { .. }) => {}
+                    Ok(WindowState::Closed { opens_at }) => {
+                        let message = format!(
+                            "outside deployment windows; next window opens at {}",
+                            window_time(schedule, opens_at)
+                        );
+                        self.wait(gate, WaitReason::Window, None, Some(opens_at), message);
+                        self.wake.push(opens_at);
+                        return false;
+                    }
+                    Err(error) => {
+                        let message = format!(
+                            "spec.schedule cannot be evaluated, so nothing progresses until it is fixed: {error}"
+                        );
+                        self.wait(gate, WaitReason::InvalidSchedule, None, None, message);
+                        return false;
+                    }
+                }
+            }
+        }
+        let approval = match gate {
+            WaitGate::Start => Some(WebhookType::ConfirmRollout),
+            WaitGate::Promotion => Some(WebhookType::ConfirmPromotion),
+            WaitGate::Step => None,
+        };
+        if let Some(type_) = approval {
+            let spec = self.spec;
+            let pending = spec
+                .webhooks
+                .iter()
+                .find(|h| h.type_ == type_ && !passed(&self.next, h, Some(revision.as_str())));
+            if let Some(hook) = pending {
+                let mut message = format!("waiting for approval from {} ({})", hook.name, type_name(type_));
+                if let Some(r) =
+                    record(&self.next, hook).filter(|r| r.revision.as_deref() == Some(revision.as_str()))
+                {
+                    message.push_str(&format!(
+                        "; it answered {}, asking again every {}",
+                        recorded_answer(r),
+                        self.spec.strategy.interval
+                    ));
+                }
+                self.wait(gate, WaitReason::Approval, Some(hook.name.clone()), None, message);
+                self.wake_for_hooks(type_);
+                return false;
+            }
+        }
+        if let Some(previous) = self.next.waiting.take()
+            && previous.reason == WaitReason::Window
+        {
+            self.event(
+                "WindowOpened",
+                format!("deployment window open: {}", gate_phrase(gate, &revision)),
+                false,
+            );
+        }
+        true
+    }
+
+    /// Holds the rollout at `gate`. One Event when it starts waiting for something new.
+    fn wait(
+        &mut self,
+        gate: WaitGate,
+        reason: WaitReason,
+        hook: Option<String>,
+        next_window: Option<Timestamp>,
+        message: String,
+    ) {
+        let previous = self.next.waiting.clone();
+        let same =
+            previous.as_ref().is_some_and(|w| w.reason == reason && w.before == gate && w.hook == hook);
+        if !same {
+            if previous.as_ref().is_some_and(|w| w.reason == WaitReason::Window)
+                && reason != WaitReason::Window
+            {
+                let revision = self.next.canary_revision.clone().unwrap_or_default();
+                self.event(
+                    "WindowOpened",
+                    format!("deployment window open: {}", gate_phrase(gate, &revision)),
+                    false,
+                );
+            }
+            let what = gate_phrase(gate, self.next.canary_revision.as_deref().unwrap_or("?"));
+            match reason {
+                WaitReason::Approval => self.event("WaitingForApproval", format!("{what} {message}"), false),
+                WaitReason::Window => {
+                    self.event("WaitingForWindow", format!("{what} waits: {message}"), false)
+                }
+                WaitReason::InvalidSchedule => {
+                    self.event("WaitingForWindow", format!("{what} waits: {message}"), true)
+                }
+            }
+        }
+        let since = previous.filter(|_| same).and_then(|w| w.since).unwrap_or_else(|| time(self.now));
+        if gate != WaitGate::Start && check_due(self.spec, &self.next, self.now) {
+            // The check that led here passed: the next one is an interval away.
+            self.next.step_started_at = Some(time(self.now));
+        }
+        self.next.phase = Phase::Waiting;
+        self.next.message = Some(format!("{}: {message}", self.where_phrase(gate)));
+        self.next.waiting = Some(WaitingStatus {
+            reason,
+            before: gate,
+            hook,
+            since: Some(since),
+            next_window_start: next_window.map(Time),
+            message,
+        });
+        if gate != WaitGate::Start
+            && let Some(started) = self.next.step_started_at.clone()
+        {
+            // Checks go on while the step waits.
+            self.wake_at(&started, interval(self.spec));
+        }
+    }
+
+    fn where_phrase(&self, gate: WaitGate) -> String {
+        match gate {
+            WaitGate::Start => format!("revision {}", self.next.canary_revision.as_deref().unwrap_or("?")),
+            _ => format!("step {}/{}", self.next.step, self.next.steps),
+        }
+    }
+
+    /// After a passed check (or when a waiting gate opens): the next step or the promotion,
+    /// through its gate.
+    fn proceed(&mut self, why: String) {
+        let step = self.next.step;
+        if step >= 1 && step >= self.next.steps {
+            if self.gate_open(WaitGate::Promotion) {
+                self.promote(why);
+            }
+        } else if self.gate_open(WaitGate::Step) {
+            self.next.phase = Phase::Progressing;
+            self.advance_to(step + 1);
+        }
+    }
+
+    // ----- Progressing, Paused and Waiting mid-rollout ---------------------------------------
 
     fn progressing(&mut self, target: &Workload) {
         if self.next.promoted_revision.as_deref() == Some(target.revision.as_str()) {
@@ -346,18 +802,20 @@ impl Ctx<'_> {
             return;
         }
         if self.next.canary_revision.as_deref() != Some(target.revision.as_str()) {
-            self.start(target, "RevisionChanged");
+            self.begin(target, "RevisionChanged");
             return;
         }
         if self.spec.paused {
             if self.next.phase != Phase::Paused {
                 self.next.phase = Phase::Paused;
+                self.next.waiting = None;
                 self.event("Paused", format!("paused at step {}", self.next.step), false);
             }
             self.next.message = Some(format!(
                 "paused at step {}/{} with {}% on the canary (spec.paused)",
                 self.next.step, self.next.steps, self.next.canary_weight
             ));
+            self.wake_for_hooks(WebhookType::Rollback);
             return;
         }
         if self.next.phase == Phase::Paused {
@@ -371,17 +829,32 @@ impl Ctx<'_> {
             self.fail("CanaryFailing", format!("canary pods are failing: {reason}"));
             return;
         }
+        if self.next.phase == Phase::Waiting && !check_due(self.spec, &self.next, self.now) {
+            // The step passed and waits for its gate: look at the gate again.
+            self.proceed("the promotion gate opened".to_string());
+            if self.next.phase == Phase::Waiting {
+                self.wake_for_hooks(WebhookType::Rollback);
+            }
+            return;
+        }
         if self.next.step == 0 {
             self.waiting_for_canary(target);
         } else {
             self.at_step(target);
+        }
+        if matches!(self.next.phase, Phase::Progressing | Phase::Waiting) {
+            self.wake_for_hooks(WebhookType::Rollback);
         }
     }
 
     fn waiting_for_canary(&mut self, target: &Workload) {
         let since = self.next.step_started_at.get_or_insert_with(|| time(self.now)).clone();
         if target.ready && target.replicas > 0 {
-            self.advance_to(1);
+            if self.has_hooks(WebhookType::PreRollout) && !self.all_passed(WebhookType::PreRollout) {
+                self.pre_rollout(target);
+                return;
+            }
+            self.proceed(String::new());
             return;
         }
         if self.past(&since, self.deadline()) {
@@ -397,6 +870,36 @@ impl Ctx<'_> {
         self.wake_at(&since, self.deadline());
         self.next.message =
             Some(format!("revision {}: waiting for the canary to become ready", target.revision));
+    }
+
+    /// The canary is ready at step 0 and the pre-rollout hooks have not all passed: a failure
+    /// is a failed check, and the hooks are asked again an interval later.
+    fn pre_rollout(&mut self, target: &Workload) {
+        let failures = self.fresh_failures(WebhookType::PreRollout);
+        if !failures.is_empty() {
+            self.webhook_failed(&failures);
+            if self.next.phase == Phase::Progressing {
+                self.wake_for_hooks(WebhookType::PreRollout);
+            }
+            return;
+        }
+        let waiting_for: Vec<String> = self
+            .spec
+            .webhooks
+            .iter()
+            .filter(|h| {
+                h.type_ == WebhookType::PreRollout && !passed(&self.next, h, Some(target.revision.as_str()))
+            })
+            .map(|h| h.name.clone())
+            .collect();
+        if !self.next.message.as_deref().is_some_and(|m| m.contains("pre-rollout")) {
+            self.next.message = Some(format!(
+                "revision {}: canary ready; running pre-rollout webhooks {}",
+                target.revision,
+                waiting_for.join(", ")
+            ));
+        }
+        self.wake_for_hooks(WebhookType::PreRollout);
     }
 
     fn at_step(&mut self, target: &Workload) {
@@ -416,6 +919,27 @@ impl Ctx<'_> {
             }
             return;
         }
+        if self.has_hooks(WebhookType::Rollout) && !self.fresh.iter().any(|o| o.type_ == WebhookType::Rollout)
+        {
+            // The rollout webhooks belong to this check and were not called yet: the reconciler
+            // calls them at once (see `hooks_due`).
+            self.wake_after(Duration::ZERO);
+            return;
+        }
+        // A due check while waiting: the step is analysed again, and a pass keeps waiting.
+        self.checking_while_waiting = self.next.phase == Phase::Waiting;
+        if self.checking_while_waiting {
+            self.next.phase = Phase::Progressing;
+        }
+        let failures = self.fresh_failures(WebhookType::Rollout);
+        if !failures.is_empty() {
+            // The gates are still evaluated, so status shows their values too.
+            if sequential(self.spec).is_none() {
+                self.gate_verdict();
+            }
+            self.webhook_failed(&failures);
+            return;
+        }
         let spec = self.spec;
         if let Some(analysis) = sequential(spec) {
             self.sequential_check(analysis);
@@ -425,17 +949,13 @@ impl Ctx<'_> {
             Verdict::Pass => {
                 self.next.insufficient_data_since = None;
                 let step = self.next.step;
-                if !self.next.gates.is_empty() {
+                if !self.next.gates.is_empty() && !self.checking_while_waiting {
                     // Every check's measured values go into an Event, so `kubectl describe`
                     // explains passes as well as failures.
                     let summary = gate_summary(&self.next.gates);
                     self.event("CheckPassed", format!("step {step}/{}: {summary}", self.next.steps), false);
                 }
-                if step >= self.next.steps {
-                    self.promote("analysis passed at the last step".to_string());
-                } else {
-                    self.advance_to(step + 1);
-                }
+                self.proceed("analysis passed at the last step".to_string());
             }
             Verdict::Fail => self.failed_check(),
             Verdict::InsufficientData => self.insufficient_data(),
@@ -475,7 +995,9 @@ impl Ctx<'_> {
     /// evidence. A regression rolls back at any check; otherwise the step ends on time.
     fn sequential_check(&mut self, analysis: &Analysis) {
         let settings = check::settings(analysis);
-        let step_over = elapsed(self.next.step_started_at.as_ref(), self.now) >= interval(self.spec);
+        // While the step waits for its gate, it is over: every check may let it go on.
+        let step_over = self.checking_while_waiting
+            || elapsed(self.next.step_started_at.as_ref(), self.now) >= interval(self.spec);
         let result = check::check(
             analysis,
             self.next.analysis.as_ref(),
@@ -496,10 +1018,13 @@ impl Ctx<'_> {
             SequentialVerdict::NoRegression
                 if result.usable && (settings.on_no_regression == NoRegressionAction::Promote || holding) =>
             {
-                self.promote(format!(
+                let why = format!(
                     "no regression beyond a failure ratio of {} at step {step}/{steps}: {summary}",
                     trim(settings.margin)
-                ));
+                );
+                if self.gate_open(WaitGate::Promotion) {
+                    self.promote(why);
+                }
                 return;
             }
             _ => {}
@@ -533,17 +1058,19 @@ impl Ctx<'_> {
         }
         self.next.insufficient_data_since = None;
         if step < steps {
-            self.advance_to(step + 1);
-            self.next.message = Some(format!("{}; {summary}", self.step_message()));
+            self.proceed(String::new());
+            if self.next.phase == Phase::Progressing {
+                self.next.message = Some(format!("{}; {summary}", self.step_message()));
+            }
             return;
         }
         match (result.verdict, settings.on_no_evidence.action) {
-            (SequentialVerdict::NoRegression, _) => self.promote(format!(
+            (SequentialVerdict::NoRegression, _) => self.proceed(format!(
                 "no regression beyond a failure ratio of {} at the last step: {summary}",
                 trim(settings.margin)
             )),
             (_, NoEvidenceAction::Promote) => {
-                self.promote(format!("the schedule completed without evidence of a regression: {summary}"))
+                self.proceed(format!("the schedule completed without evidence of a regression: {summary}"))
             }
             (_, NoEvidenceAction::Hold) => self.hold_for_evidence(&settings, &summary),
         }
@@ -590,10 +1117,31 @@ impl Ctx<'_> {
     }
 
     fn failed_check(&mut self) {
+        let failing = self.failing_gates();
+        self.count_failed_check("CheckFailed", failing);
+    }
+
+    /// Pre-rollout or rollout webhooks failed: one failed check.
+    fn webhook_failed(&mut self, failures: &[HookOutcome]) {
+        let mut what = failures
+            .iter()
+            .map(|o| format!("{} webhook {} failed: {}", type_name(o.type_), o.name, answer(o)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let failing: Vec<&GateStatus> =
+            self.next.gates.iter().filter(|g| g.verdict == Verdict::Fail).collect();
+        if !failing.is_empty() {
+            what.push_str(&format!("; {}", describe_gates(failing)));
+        }
+        self.count_failed_check("WebhookFailed", what);
+    }
+
+    /// Counts a failed check against `analysis.tolerance`: within it, the step is checked again
+    /// after another interval; beyond it, the failure policy applies.
+    fn count_failed_check(&mut self, reason: &'static str, failing: String) {
         let tolerance = self.spec.analysis.as_ref().map_or(0, |a| a.tolerance);
         self.next.failed_checks += 1;
         self.next.insufficient_data_since = None;
-        let failing = self.failing_gates();
         if self.next.failed_checks > tolerance {
             self.fail(
                 "AnalysisFailed",
@@ -609,7 +1157,7 @@ impl Ctx<'_> {
             "step {}/{}: {failing} ({} of {} tolerated)",
             self.next.step, self.next.steps, self.next.failed_checks, tolerance
         ));
-        self.event("CheckFailed", self.next.message.clone().unwrap_or_default(), true);
+        self.event(reason, self.next.message.clone().unwrap_or_default(), true);
         self.wake_after(interval(self.spec));
     }
 
@@ -672,10 +1220,45 @@ impl Ctx<'_> {
         )
     }
 
+    // ----- Frozen ----------------------------------------------------------------------------
+
+    /// `onFailure: freeze`: weights and replicas stay where they are until a human promotes or
+    /// aborts (see [`Ctx::handle_request`]), a new revision starts over, or a rollback webhook
+    /// asks for a rollback.
+    fn frozen(&mut self, target: &Workload) {
+        if self.next.promoted_revision.as_deref() == Some(target.revision.as_str()) {
+            self.next.phase = Phase::Idle;
+            self.next.canary_revision = None;
+            self.reset_step();
+            self.next.message = Some(format!("target is back at promoted revision {}", target.revision));
+            self.event("RevisionReverted", self.next.message.clone().unwrap_or_default(), false);
+            return;
+        }
+        if self.next.canary_revision.as_deref() != Some(target.revision.as_str()) {
+            self.begin(target, "RevisionChanged");
+            return;
+        }
+        self.wake_for_hooks(WebhookType::Rollback);
+    }
+
+    fn freeze(&mut self, reason: &'static str, message: String) {
+        self.next.phase = Phase::Frozen;
+        self.next.waiting = None;
+        self.next.insufficient_data_since = None;
+        let message = format!(
+            "frozen at step {}/{} with {}% on the canary ({reason}): {message}; weights are held until \
+             a human resolves it: `kubectl serin promote` continues, `kubectl serin abort` rolls back",
+            self.next.step, self.next.steps, self.next.canary_weight
+        );
+        self.next.message = Some(message.clone());
+        self.event("Frozen", message, true);
+    }
+
     // ----- Promoting -----------------------------------------------------------------------
 
     fn promote(&mut self, why: String) {
         self.next.phase = Phase::Promoting;
+        self.next.waiting = None;
         self.next.step_started_at = Some(time(self.now));
         self.next.message = Some(format!(
             "promoting revision {}: updating the primary",
@@ -690,7 +1273,7 @@ impl Ctx<'_> {
         if target.revision != canary {
             let primary_took_it = self.obs.primary.as_ref().is_some_and(|p| p.revision == canary);
             if !primary_took_it {
-                self.start(target, "RevisionChanged");
+                self.begin(target, "RevisionChanged");
                 return;
             }
         }
@@ -701,6 +1284,7 @@ impl Ctx<'_> {
             self.reset_step();
             self.next.message = Some(format!("revision {canary} promoted; all traffic on primary"));
             self.event("Promoted", format!("revision {canary} promoted"), false);
+            self.finished(&canary);
             return;
         }
         let since = self.next.step_started_at.get_or_insert_with(|| time(self.now)).clone();
@@ -717,11 +1301,44 @@ impl Ctx<'_> {
 
     // ----- Failure and manual requests -----------------------------------------------------
 
+    /// The rollout of the canary revision failed. With `onFailure: freeze`, an automatic failure
+    /// freezes instead; an abort or a rollback webhook always rolls back.
     fn fail(&mut self, reason: &'static str, message: String) {
+        let explicit = matches!(reason, "Aborted" | "RollbackRequested");
+        if self.spec.on_failure == FailurePolicy::Freeze && !explicit {
+            self.freeze(reason, message);
+            return;
+        }
         self.next.phase = Phase::Failed;
+        self.next.waiting = None;
         self.reset_step();
         self.next.message = Some(format!("rolled back: {message}"));
         self.event(reason, format!("rolled back: {message}"), true);
+        if let Some(revision) = self.next.canary_revision.clone() {
+            self.finished(&revision);
+        }
+    }
+
+    /// A revision finished (promoted or rolled back): its post-rollout webhooks become due.
+    fn finished(&mut self, revision: &str) {
+        let spec = self.spec;
+        for hook in spec.webhooks.iter().filter(|h| h.type_ == WebhookType::PostRollout) {
+            let entry = HookStatus {
+                name: hook.name.clone(),
+                type_: hook.type_,
+                revision: Some(revision.to_string()),
+                state: HookState::Pending,
+                code: None,
+                attempts: 0,
+                message: None,
+                at: Some(time(self.now)),
+            };
+            match self.next.hooks.iter_mut().find(|r| r.name == hook.name) {
+                Some(slot) => *slot = entry,
+                None => self.next.hooks.push(entry),
+            }
+            self.wake_after(Duration::ZERO);
+        }
     }
 
     fn reset_step(&mut self) {
@@ -742,12 +1359,15 @@ impl Ctx<'_> {
         let refuse = |why: &str| Some(why.to_string());
         let refusal = match request.action {
             RequestAction::Promote | RequestAction::PromoteFull
-                if !matches!(phase, Phase::Progressing | Phase::Paused) =>
+                if !matches!(phase, Phase::Progressing | Phase::Paused | Phase::Waiting | Phase::Frozen) =>
             {
-                refuse("only a progressing or paused rollout can be promoted")
+                refuse("only a progressing, paused, waiting or frozen rollout can be promoted")
             }
             RequestAction::Abort
-                if !matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting) =>
+                if !matches!(
+                    phase,
+                    Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Waiting | Phase::Frozen
+                ) =>
             {
                 refuse("only a rollout in progress can be aborted")
             }
@@ -770,8 +1390,28 @@ impl Ctx<'_> {
             self.event("RequestRefused", format!("{}: {why}", request.id), true);
             return false;
         }
+        let unfreezing = phase == Phase::Frozen
+            && matches!(request.action, RequestAction::Promote | RequestAction::PromoteFull);
+        if unfreezing {
+            self.event(
+                "Unfrozen",
+                format!(
+                    "{} resolves the freeze at step {}/{}: the rollout goes on",
+                    request.id, self.next.step, self.next.steps
+                ),
+                false,
+            );
+        }
+        let waiting_to_start = phase == Phase::Waiting && !waiting_mid_rollout(&self.next);
         match request.action {
-            RequestAction::Promote if self.next.step == 0 => self.advance_to(1),
+            RequestAction::Promote if waiting_to_start => {
+                // A human starts the revision; the start gate does not ask again.
+                self.start(target, "NewRevision");
+            }
+            RequestAction::Promote if self.next.step == 0 => {
+                self.next.phase = Phase::Progressing;
+                self.advance_to(1);
+            }
             RequestAction::Promote if self.next.step >= self.next.steps => {
                 self.promote("manual promotion of the last step".to_string())
             }
@@ -781,6 +1421,9 @@ impl Ctx<'_> {
                 self.advance_to(step);
             }
             RequestAction::PromoteFull => {
+                if waiting_to_start {
+                    self.next.canary_revision = Some(target.revision.clone());
+                }
                 self.promote("manual full promotion, skipping analysis".to_string())
             }
             RequestAction::Abort => self.fail("Aborted", format!("aborted by request {}", request.id)),
@@ -833,6 +1476,9 @@ impl Ctx<'_> {
     }
 
     fn finish(mut self) -> Decision {
+        if self.next.phase != Phase::Waiting {
+            self.next.waiting = None;
+        }
         let desired = desired_state(&self.next, self.obs);
         set_conditions(&mut self.next, self.now, self.stalled);
         let requeue_after = self
@@ -848,21 +1494,90 @@ impl Ctx<'_> {
     }
 }
 
+/// What a webhook answered, as the webhook client describes it (`answered 503 Service
+/// Unavailable (3 attempts)`, `no answer within 10s`), or its HTTP status.
+fn answer(outcome: &HookOutcome) -> String {
+    match (outcome.message.is_empty(), outcome.code) {
+        (false, _) => outcome.message.clone(),
+        (true, Some(code)) => format!("HTTP {code}"),
+        (true, None) => "no answer".to_string(),
+    }
+}
+
+fn recorded_answer(r: &HookStatus) -> String {
+    match (&r.message, r.code) {
+        (Some(message), _) => message.clone(),
+        (None, Some(code)) => format!("HTTP {code}"),
+        (None, None) => "nothing".to_string(),
+    }
+}
+
+/// The kebab-case name of a webhook type, as in the spec.
+pub fn type_name(type_: WebhookType) -> &'static str {
+    match type_ {
+        WebhookType::ConfirmRollout => "confirm-rollout",
+        WebhookType::PreRollout => "pre-rollout",
+        WebhookType::Rollout => "rollout",
+        WebhookType::ConfirmPromotion => "confirm-promotion",
+        WebhookType::PostRollout => "post-rollout",
+        WebhookType::Rollback => "rollback",
+        WebhookType::Event => "event",
+    }
+}
+
+fn gate_word(type_: WebhookType) -> &'static str {
+    match type_ {
+        WebhookType::ConfirmPromotion => "the promotion",
+        _ => "the start",
+    }
+}
+
+fn gate_phrase(gate: WaitGate, revision: &str) -> String {
+    match gate {
+        WaitGate::Start => format!("revision {revision}: the start"),
+        WaitGate::Step => format!("revision {revision}: the next step"),
+        WaitGate::Promotion => format!("revision {revision}: the promotion"),
+    }
+}
+
+/// When a window opens, in the zone of the window that opens then and in UTC:
+/// `2026-03-30 09:00 CEST (Europe/Berlin), 07:00 UTC`.
+fn window_time(schedule: &crate::api::Schedule, opens_at: Timestamp) -> String {
+    let utc = opens_at.strftime("%Y-%m-%d %H:%M UTC").to_string();
+    let zone_name = schedule.windows.iter().find_map(|w| {
+        let single = crate::api::Schedule { windows: vec![w.clone()], scope: schedule.scope };
+        let before = opens_at.checked_sub(SignedDuration::from_secs(1)).ok()?;
+        match schedule::window_state(&single, before) {
+            Ok(WindowState::Closed { opens_at: at }) if at == opens_at => Some(w.time_zone.clone()),
+            _ => None,
+        }
+    });
+    match zone_name.and_then(|name| schedule::time_zone(&name).map(|zone| (name, zone))) {
+        Some((name, zone)) if name != "UTC" && name != "Etc/UTC" => {
+            let local = opens_at.to_zoned(zone);
+            format!("{} ({name}), {}", local.strftime("%Y-%m-%d %H:%M %Z"), opens_at.strftime("%H:%M UTC"))
+        }
+        _ => utc,
+    }
+}
+
 /// The desired state implied by a status. Derived, never stored, so that acting twice is
 /// harmless.
 ///
 /// - Initializing: the user's Deployment keeps serving (all traffic on `<name>-canary`, which
 ///   selects its pods) until the primary is ready, so adopting a live app drops nothing.
-/// - Progressing, Paused, Promoting: the canary runs as many replicas as the primary and gets
-///   the weight of its step.
-/// - Idle, Succeeded, Failed: the canary is scaled to zero and gets no traffic.
+/// - Progressing, Paused, Promoting, Frozen, and Waiting after the start: the canary runs as
+///   many replicas as the primary and gets the weight of its step.
+/// - Idle, Succeeded, Failed, and Waiting to start: the canary is scaled to zero and gets no
+///   traffic.
 pub fn desired_state(status: &RolloutStatus, obs: &Observations) -> Desired {
     let target = obs.target.as_ref();
     let target_replicas = target.map_or(0, |t| t.replicas);
     let primary_replicas = obs.primary.as_ref().map_or(target_replicas.max(1), |p| p.replicas.max(1));
     let (canary_weight, canary_replicas) = match status.phase {
         Phase::Initializing => (100, target_replicas),
-        Phase::Progressing | Phase::Paused | Phase::Promoting => {
+        Phase::Waiting if !waiting_mid_rollout(status) => (0, 0),
+        Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Waiting | Phase::Frozen => {
             (status.canary_weight.clamp(0, 100), primary_replicas)
         }
         Phase::Idle | Phase::Succeeded | Phase::Failed => (0, 0),
@@ -920,9 +1635,9 @@ fn set_conditions(status: &mut RolloutStatus, now: Timestamp, deadline_exceeded:
     let generation = status.observed_generation;
     let (ready, reconciling, stalled) = match status.phase {
         Phase::Idle | Phase::Succeeded => (true, false, false),
-        Phase::Initializing | Phase::Progressing | Phase::Promoting => (false, true, false),
+        Phase::Initializing | Phase::Progressing | Phase::Promoting | Phase::Waiting => (false, true, false),
         Phase::Paused => (false, false, false),
-        Phase::Failed => (false, false, true),
+        Phase::Failed | Phase::Frozen => (false, false, true),
     };
     let stalled = stalled || deadline_exceeded;
     let reconciling = reconciling && !stalled;

@@ -45,6 +45,7 @@ fn obs(target: Workload, primary: Option<Workload>) -> Observations {
         gates: None,
         metrics: None,
         request: None,
+        hooks: Vec::new(),
     }
 }
 
@@ -536,7 +537,7 @@ fn retry_runs_a_failed_revision_again() {
 #[test]
 fn requests_that_make_no_sense_are_refused_once_with_a_reason() {
     let cases = [
-        (idle(), RequestAction::Promote, "progressing or paused"),
+        (idle(), RequestAction::Promote, "progressing, paused"),
         (idle(), RequestAction::Abort, "in progress"),
         (status(Phase::Progressing, 1, 25, 0), RequestAction::Retry, "failed rollout"),
     ];
@@ -828,6 +829,9 @@ fn the_threshold_method_ignores_the_sequential_window_cadence() {
     assert!(!check_due(&s, &status(Phase::Progressing, 1, 25, 0), at(30)));
 }
 
+#[path = "decide_gates_tests.rs"]
+mod gates;
+
 // ----- Properties -------------------------------------------------------------------------------
 
 mod properties {
@@ -848,6 +852,13 @@ mod properties {
         /// Canary requests, canary failures, primary requests, primary failures per window; `None`
         /// when the metric source does not answer.
         Traffic(Option<(u16, u16, u16, u16)>),
+        /// How webhooks answer from now on: confirm hooks approve, check hooks (pre-rollout,
+        /// rollout) pass, a rollback hook asks for a rollback.
+        Answers {
+            approve: bool,
+            pass: bool,
+            rollback: bool,
+        },
     }
 
     /// The specs the histories run against.
@@ -859,6 +870,11 @@ mod properties {
         Sequential,
         /// Sequential, promote on no regression, hold without evidence.
         SequentialStrict,
+        /// Thresholds with every kind of gating webhook and deployment windows (scope all) open
+        /// 5 minutes in every 10.
+        Gated,
+        /// Thresholds with `onFailure: freeze`, a confirm-promotion hook and a promotion window.
+        Freeze,
     }
 
     fn kind() -> impl Strategy<Value = Kind> {
@@ -866,7 +882,9 @@ mod properties {
             Just(Kind::NoAnalysis),
             Just(Kind::Thresholds),
             Just(Kind::Sequential),
-            Just(Kind::SequentialStrict)
+            Just(Kind::SequentialStrict),
+            Just(Kind::Gated),
+            Just(Kind::Freeze)
         ]
     }
 
@@ -877,6 +895,24 @@ mod properties {
             Kind::Sequential => sequential_spec(json!({})),
             Kind::SequentialStrict => sequential_spec(json!({"onNoRegression": "promote",
                 "onNoEvidence": {"action": "hold", "deadline": "3m"}})),
+            Kind::Gated => spec(json!({
+                "analysis": {"tolerance": 1, "gates": {"successRate": {"min": 99}}},
+                "webhooks": [
+                    {"name": "start", "type": "confirm-rollout", "url": "http://h/start"},
+                    {"name": "pre", "type": "pre-rollout", "url": "http://h/pre"},
+                    {"name": "load", "type": "rollout", "url": "http://h/load"},
+                    {"name": "approve", "type": "confirm-promotion", "url": "http://h/approve"},
+                    {"name": "stop", "type": "rollback", "url": "http://h/stop"},
+                    {"name": "report", "type": "post-rollout", "url": "http://h/report"}
+                ],
+                "schedule": {"windows": [{"cron": "*/10 * * * *", "duration": "5m"}]}
+            })),
+            Kind::Freeze => spec(json!({
+                "onFailure": "freeze",
+                "analysis": {"tolerance": 1, "gates": {"successRate": {"min": 99}}},
+                "webhooks": [{"name": "approve", "type": "confirm-promotion", "url": "http://h/approve"}],
+                "schedule": {"scope": "promotion", "windows": [{"cron": "*/10 * * * *", "duration": "5m"}]}
+            })),
         }
     }
 
@@ -902,6 +938,8 @@ mod properties {
             1 => any::<bool>().prop_map(Event::Pause),
             1 => (0u8..10).prop_map(|n| Event::Crash(n == 0)),
             3 => traffic().prop_map(Event::Traffic),
+            2 => (any::<bool>(), any::<bool>(), (0u8..8).prop_map(|n| n == 0))
+                .prop_map(|(approve, pass, rollback)| Event::Answers { approve, pass, rollback }),
         ]
     }
 
@@ -924,6 +962,7 @@ mod properties {
             let mut request: Option<Request> = None;
             let mut request_counter = 0;
             let mut traffic: Option<(u16, u16, u16, u16)> = None;
+            let (mut approve, mut pass, mut rollback) = (true, true, false);
 
             for event in events {
                 match event {
@@ -940,6 +979,7 @@ mod properties {
                     Event::Pause(p) => spec.paused = p,
                     Event::Crash(c) => target.failure = c.then(|| "CrashLoopBackOff".to_string()),
                     Event::Traffic(t) => traffic = t,
+                    Event::Answers { approve: a, pass: p, rollback: r } => (approve, pass, rollback) = (a, p, r),
                 }
                 // Like the reconciler: metrics only when a check is due, a window ending now.
                 let due = check_due(&spec, &status, at(now));
@@ -949,9 +989,77 @@ mod properties {
                     canary: Some(side(f64::from(c), f64::from(cf))),
                     primary: Some(side(f64::from(p), f64::from(pf))),
                 });
-                let o = Observations { generation: Some(1), target: Some(target.clone()), primary: primary.clone(), gates: gates.clone(), metrics, request: request.clone() };
+                let mut o = Observations { generation: Some(1), target: Some(target.clone()), primary: primary.clone(), gates: gates.clone(), metrics, request: request.clone(), hooks: Vec::new() };
+                // Like the reconciler: the webhooks that are due, answered as the history says.
+                let called = hooks_due(&spec, &status, &o, at(now));
+                o.hooks = called.iter().map(|hook| {
+                    let ok = match hook.type_ {
+                        crate::api::WebhookType::ConfirmRollout | crate::api::WebhookType::ConfirmPromotion => approve,
+                        crate::api::WebhookType::PreRollout | crate::api::WebhookType::Rollout => pass,
+                        crate::api::WebhookType::Rollback => rollback,
+                        _ => true,
+                    };
+                    crate::webhooks::HookOutcome { name: hook.name.clone(), type_: hook.type_, ok,
+                        code: Some(if ok { 200 } else { 500 }), attempts: 1, message: String::new() }
+                }).collect();
                 let before = status.clone();
                 let d = decide(&spec, &status, &o, at(now));
+                let manual = d.status.last_request != before.last_request
+                    && d.status.last_request.as_ref().is_some_and(|r| r.outcome == RequestOutcome::Accepted);
+                let window_open = |scope_applies: bool| {
+                    spec.schedule.as_ref().is_none_or(|s| {
+                        !scope_applies || crate::schedule::window_state(s, at(now)).is_ok_and(|w| w.is_open())
+                    })
+                };
+                let scope_all = spec.schedule.as_ref().is_some_and(|s| s.scope == crate::api::ScheduleScope::All);
+                let approved = |type_: crate::api::WebhookType| {
+                    spec.webhooks.iter().filter(|h| h.type_ == type_).all(|h| {
+                        d.status.hooks.iter().any(|r| r.name == h.name && r.state == crate::api::HookState::Passed
+                            && r.revision == d.status.canary_revision)
+                    })
+                };
+
+                // Waiting says what for, and only then.
+                prop_assert_eq!(d.status.phase == Phase::Waiting, d.status.waiting.is_some());
+                prop_assert!(d.status.hooks.len() <= spec.webhooks.len());
+                // Waiting to start runs no canary.
+                if d.status.waiting.as_ref().is_some_and(|w| w.before == crate::api::WaitGate::Start) {
+                    prop_assert_eq!((d.desired.canary_weight, d.desired.canary_replicas), (0, 0));
+                }
+                // Frozen never changes weights by itself.
+                if before.phase == Phase::Frozen && d.status.phase == Phase::Frozen {
+                    prop_assert_eq!(d.status.canary_weight, before.canary_weight);
+                    prop_assert_eq!(d.status.step, before.step);
+                    prop_assert_eq!(d.desired.canary_weight, before.canary_weight);
+                }
+                // Only an explicit ask rolls back a rollout that freezes on failure.
+                if spec.on_failure == crate::api::FailurePolicy::Freeze
+                    && d.status.phase == Phase::Failed && before.phase != Phase::Failed
+                    && d.status.canary_revision == before.canary_revision
+                {
+                    let asked = o.hooks.iter().any(|h| h.type_ == crate::api::WebhookType::Rollback && h.ok);
+                    prop_assert!(manual || asked, "rolled back by itself with freeze: {:?}", d.events);
+                }
+                // A rollback hook's rollback only on its 2xx.
+                if d.events.iter().any(|e| e.reason == "RollbackRequested") {
+                    prop_assert!(o.hooks.iter().any(|h| h.type_ == crate::api::WebhookType::Rollback && h.ok));
+                }
+                // Nothing promotes without every confirm-promotion approval, or outside a promotion
+                // window, unless a human asked.
+                if d.status.phase == Phase::Promoting && before.phase != Phase::Promoting && !manual {
+                    prop_assert!(approved(crate::api::WebhookType::ConfirmPromotion), "promoted without approval");
+                    prop_assert!(window_open(true), "promoted outside a window");
+                }
+                // No step is taken and no revision starts outside a window (scope all), nor a
+                // revision without its confirm-rollout approval, unless a human asked.
+                if !manual && d.status.canary_revision == before.canary_revision && d.status.step > before.step {
+                    prop_assert!(window_open(scope_all), "advanced outside a window");
+                }
+                let started = d.events.iter().any(|e| matches!(e.reason, "NewRevision" | "RevisionChanged"));
+                if started && !manual {
+                    prop_assert!(window_open(scope_all), "started outside a window");
+                    prop_assert!(approved(crate::api::WebhookType::ConfirmRollout) || d.status.canary_revision.is_none());
+                }
 
                 // Weights always describe all traffic.
                 prop_assert!((0..=100).contains(&d.desired.canary_weight));
@@ -962,9 +1070,10 @@ mod properties {
                     prop_assert_eq!(d.desired.canary_replicas, 0);
                 }
                 // No promotion without every gate passing at the last step (or a manual promote).
-                if d.status.phase == Phase::Promoting && before.phase != Phase::Promoting {
-                    let manual = d.status.last_request != before.last_request
-                        && d.status.last_request.as_ref().is_some_and(|r| r.outcome == RequestOutcome::Accepted);
+                // (A promotion that waited at its gate passed its check before it waited.)
+                if d.status.phase == Phase::Promoting && before.phase != Phase::Promoting
+                    && before.phase != Phase::Waiting
+                {
                     let evidence = d.status.analysis.as_ref().and_then(|a| a.errors.evaluation.as_ref()).map(|e| e.verdict);
                     if !manual && sequential {
                         // Never promoted on missing metrics; with the strict policies, never

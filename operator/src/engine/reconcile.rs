@@ -20,14 +20,16 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::decide::{Decision, Observations, Request, RequestAction, Workload, check_due, decide};
+use super::decide::{Decision, Observations, Request, RequestAction, Workload, check_due, decide, hooks_due};
 use super::resources::{self, Names, ResourceError};
 use super::revision::template_revision;
-use crate::api::{Rollout, RolloutStatus, labels};
+use crate::api::{Rollout, RolloutStatus, WebhookType, labels};
 use crate::duration::parse_duration;
 use crate::metrics::MetricSource;
+use crate::notify::Notifier;
 use crate::traffic::smi::{SmiTrafficSplit, choose_version, served_versions};
 use crate::traffic::{TrafficError, TrafficRouter};
+use crate::webhooks::{Payload, Webhooks};
 
 /// The field manager for every write, and the Events' reporting controller.
 pub const MANAGER: &str = "serin";
@@ -39,6 +41,8 @@ pub const ADOPTED: &str = "serin.dev/adopted";
 const RESYNC: Duration = Duration::from_secs(300);
 /// How long one check may wait for its metrics.
 const METRICS_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many event-hook and notification tasks run at once; more wait their turn.
+const SIDE_EFFECTS: usize = 16;
 
 /// What went wrong while reconciling one Rollout.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,10 @@ pub enum Error {
     /// the finalizer stays until it returns Ok.
     #[error("handing the app back: {0}")]
     HandingBack(String),
+    #[error("{0}")]
+    Webhooks(#[from] crate::webhooks::WebhookError),
+    #[error("{0}")]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// Options for [`run`].
@@ -66,6 +74,9 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Identity of this process in Events.
     pub instance: Option<String>,
+    /// Sends notifications (the Rollouts' and the global receivers of `--notifications`). When
+    /// `None`, one without global receivers is made.
+    pub notifier: Option<Notifier>,
 }
 
 /// Shared state of the controller.
@@ -79,6 +90,9 @@ pub struct Context {
     default_router: SmiTrafficSplit,
     metrics: Arc<dyn MetricSource>,
     instance: String,
+    webhooks: Webhooks,
+    notifier: Notifier,
+    side_effects: Arc<tokio::sync::Semaphore>,
 }
 
 impl Context {
@@ -152,6 +166,12 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
         default_router,
         metrics,
         instance: options.instance.clone().unwrap_or_else(|| format!("pid-{}", std::process::id())),
+        webhooks: Webhooks::new(client.clone())?,
+        notifier: match options.notifier.clone() {
+            Some(notifier) => notifier,
+            None => Notifier::new(client.clone(), Vec::new())?,
+        },
+        side_effects: Arc::new(tokio::sync::Semaphore::new(SIDE_EFFECTS)),
     });
 
     let controller = Controller::new(api::<Rollout>(&client, ns), watcher::Config::default());
@@ -297,40 +317,59 @@ fn request(rollout: &Rollout) -> Option<Request> {
 async fn observe(rollout: &Rollout, ctx: &Context, ns: &str, now: Timestamp) -> Observations {
     let names = Names::of(rollout);
     let status = rollout.status.clone().unwrap_or_default();
-    let metrics = match &rollout.spec.analysis {
-        Some(analysis) if check_due(&rollout.spec, &status, now) => {
-            let window = analysis.window.as_deref().unwrap_or(&rollout.spec.strategy.interval);
-            let window = parse_duration(window).unwrap_or(Duration::from_secs(60));
-            // Bounded: a source that hangs (or a client retrying 503s) must not stall the
-            // rollout; no answer in time is no data.
-            match tokio::time::timeout(METRICS_TIMEOUT, ctx.metrics.fetch(rollout, window)).await {
-                Ok(Ok(metrics)) => Some(metrics),
-                Ok(Err(error)) => {
-                    warn!(%error, "no metrics for this check; the decision core treats it as insufficient data");
-                    None
-                }
-                Err(_) => {
-                    warn!(timeout = ?METRICS_TIMEOUT, "the metric source did not answer in time; insufficient data");
-                    None
-                }
+    let mut obs = Observations {
+        generation: rollout.metadata.generation,
+        target: deployment(ctx, ns, &names.root).map(|d| target_workload(&d)),
+        primary: deployment(ctx, ns, &names.primary).map(|d| primary_workload(&d)),
+        gates: None,
+        metrics: None,
+        request: request(rollout),
+        hooks: Vec::new(),
+    };
+    let metrics = async {
+        let analysis = rollout.spec.analysis.as_ref()?;
+        if !check_due(&rollout.spec, &status, now) {
+            return None;
+        }
+        let window = analysis.window.as_deref().unwrap_or(&rollout.spec.strategy.interval);
+        let window = parse_duration(window).unwrap_or(Duration::from_secs(60));
+        // Bounded: a source that hangs (or a client retrying 503s) must not stall the
+        // rollout; no answer in time is no data.
+        match tokio::time::timeout(METRICS_TIMEOUT, ctx.metrics.fetch(rollout, window)).await {
+            Ok(Ok(metrics)) => Some(metrics),
+            Ok(Err(error)) => {
+                warn!(%error, "no metrics for this check; the decision core treats it as insufficient data");
+                None
+            }
+            Err(_) => {
+                warn!(timeout = ?METRICS_TIMEOUT, "the metric source did not answer in time; insufficient data");
+                None
             }
         }
-        _ => None,
     };
-    let gates = rollout
+    // The webhooks due now, concurrently; each is bounded by its own timeout and retries.
+    let due = hooks_due(&rollout.spec, &status, &obs, now);
+    let hooks = futures::future::join_all(due.into_iter().map(|hook| {
+        let payload = Payload::new(rollout, &status, hook.type_);
+        async move {
+            let outcome = ctx.webhooks.call(rollout, hook, &payload).await;
+            info!(
+                hook = %outcome.name, type_ = ?outcome.type_, ok = outcome.ok, code = ?outcome.code,
+                attempts = outcome.attempts, message = %outcome.message, "webhook called"
+            );
+            outcome
+        }
+    }));
+    let (metrics, hooks) = futures::join!(metrics, hooks);
+    obs.gates = rollout
         .spec
         .analysis
         .as_ref()
         .zip(metrics.as_ref())
         .map(|(analysis, window)| crate::metrics::gates::evaluate(analysis, window, now));
-    Observations {
-        generation: rollout.metadata.generation,
-        target: deployment(ctx, ns, &names.root).map(|d| target_workload(&d)),
-        primary: deployment(ctx, ns, &names.primary).map(|d| primary_workload(&d)),
-        gates,
-        metrics,
-        request: request(rollout),
-    }
+    obs.metrics = metrics;
+    obs.hooks = hooks;
+    obs
 }
 
 // ----- decide and act ---------------------------------------------------------------------------
@@ -351,6 +390,7 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
         write_status(rollout, ctx, &ns, &decision.status).await?;
     }
     record(rollout, ctx, &decision).await;
+    tell(rollout, ctx, &decision);
     converge(rollout, ctx, &ns, &decision, &router).await?;
     Ok(decision.requeue_after.map_or(Action::requeue(RESYNC), Action::requeue))
 }
@@ -401,6 +441,57 @@ async fn record(rollout: &Rollout, ctx: &Context, decision: &Decision) {
             warn!(%error, "could not record an Event");
         }
     }
+}
+
+/// Tells the event webhooks and the notification receivers about the decision's transitions,
+/// after the status is written. Spawned, so a slow receiver never holds up a rollout; at most
+/// [`SIDE_EFFECTS`] such tasks run at once. Best effort: failures are logged.
+fn tell(rollout: &Rollout, ctx: &Context, decision: &Decision) {
+    if decision.events.is_empty() {
+        return;
+    }
+    let event_hooks: Vec<_> =
+        rollout.spec.webhooks.iter().filter(|h| h.type_ == WebhookType::Event).cloned().collect();
+    let notifies = !rollout.spec.notifications.is_empty() || !ctx.notifier.global().is_empty();
+    if event_hooks.is_empty() && !notifies {
+        return;
+    }
+    let (rollout, status, events) = (rollout.clone(), decision.status.clone(), decision.events.clone());
+    let (webhooks, notifier, limit) = (ctx.webhooks.clone(), ctx.notifier.clone(), ctx.side_effects.clone());
+    let span = info_span!("tell", rollout = %rollout.name_any(), namespace = ?rollout.namespace());
+    tokio::spawn(
+        async move {
+            let Ok(_permit) = limit.acquire_owned().await else { return };
+            let hooks = async {
+                // In transition order, each hook told about each transition.
+                for transition in &events {
+                    for hook in &event_hooks {
+                        let payload = Payload::new(&rollout, &status, WebhookType::Event)
+                            .with_event(transition.reason, &transition.message);
+                        let outcome = webhooks.call(&rollout, hook, &payload).await;
+                        if outcome.ok {
+                            debug!(hook = %hook.name, reason = transition.reason, "event webhook told");
+                        } else {
+                            warn!(hook = %hook.name, reason = transition.reason, message = %outcome.message, "event webhook failed");
+                        }
+                    }
+                }
+            };
+            let notes = async {
+                if notifies {
+                    for delivery in notifier.notify(&rollout, &status, &events).await {
+                        if delivery.ok {
+                            info!(receiver = %delivery.receiver, kind = ?delivery.kind, "notification sent");
+                        } else {
+                            warn!(receiver = %delivery.receiver, kind = ?delivery.kind, message = %delivery.message, "notification failed");
+                        }
+                    }
+                }
+            };
+            futures::join!(hooks, notes);
+        }
+        .instrument(span),
+    );
 }
 
 async fn converge(

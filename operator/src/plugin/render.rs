@@ -84,7 +84,8 @@ fn phase_color(phase: Phase) -> Color {
         Phase::Idle | Phase::Succeeded => Color::Green,
         Phase::Failed => Color::Red,
         Phase::Initializing | Phase::Progressing | Phase::Promoting => Color::Cyan,
-        Phase::Paused => Color::Yellow,
+        Phase::Paused | Phase::Waiting => Color::Yellow,
+        Phase::Frozen => Color::Red,
     }
 }
 
