@@ -225,6 +225,99 @@ fn just_applied() -> Snapshot {
     snap
 }
 
+/// The last step passed; a confirm-promotion webhook has not approved yet.
+fn waiting() -> Snapshot {
+    let web = target("web:2", 2, 2);
+    let rev = revision_of(&web);
+    let message = "waiting for approval from release-gate (confirm-promotion); answered 403 Forbidden: \
+                   change freeze, asking again every 1m";
+    let status = json!({
+        "observedGeneration": 3, "phase": "Waiting", "step": 5, "steps": 5, "canaryWeight": 50,
+        "canaryRevision": rev, "promotedRevision": OLD, "stepStartedAt": ago(20),
+        "message": format!("step 5/5: {message}"),
+        "waiting": {"reason": "Approval", "before": "Promotion", "hook": "release-gate", "since": ago(200),
+                    "message": message},
+        "hooks": [
+            {"name": "smoke", "type": "pre-rollout", "revision": rev, "state": "Passed", "code": 200,
+             "attempts": 1, "at": ago(700)},
+            {"name": "load", "type": "rollout", "revision": rev, "state": "Passed", "code": 200,
+             "attempts": 2, "at": ago(20)},
+            {"name": "release-gate", "type": "confirm-promotion", "revision": rev, "state": "Failed",
+             "code": 403, "attempts": 1, "message": "answered 403 Forbidden: change freeze", "at": ago(80)}
+        ]
+    });
+    Snapshot {
+        rollout: rollout("web", json!({}), Some(status)),
+        primary: Some(deployment("web-primary", "web:1", 2, 2, Some(OLD))),
+        target: Some(web),
+        events: vec![
+            event(
+                200,
+                false,
+                "WaitingForApproval",
+                "revision x: the promotion is waiting for approval from release-gate",
+            ),
+            event(80, false, "ApprovalRejected", "release-gate did not approve the promotion"),
+        ],
+    }
+}
+
+/// A new revision outside the deployment windows.
+fn waiting_for_window() -> Snapshot {
+    let web = target("web:2", 0, 0);
+    let rev = revision_of(&web);
+    let message =
+        "outside deployment windows; next window opens at 2025-11-28 15:00 CET (Europe/Berlin), 14:00 UTC";
+    let status = json!({
+        "observedGeneration": 3, "phase": "Waiting", "step": 0, "steps": 5, "canaryWeight": 0,
+        "canaryRevision": rev, "promotedRevision": OLD,
+        "message": format!("revision {rev}: {message}"),
+        "waiting": {"reason": "Window", "before": "Start", "since": ago(600),
+                    "nextWindowStart": "2025-11-28T14:00:00Z", "message": message}
+    });
+    Snapshot {
+        rollout: rollout("web", analysis(), Some(status)),
+        primary: Some(deployment("web-primary", "web:1", 2, 2, Some(OLD))),
+        target: Some(web),
+        events: vec![event(
+            600,
+            false,
+            "WaitingForWindow",
+            &format!("revision {rev}: the start waits: {message}"),
+        )],
+    }
+}
+
+/// `onFailure: freeze` after a failed check.
+fn frozen() -> Snapshot {
+    let web = target("web:2", 2, 2);
+    let rev = revision_of(&web);
+    let message = "frozen (AnalysisFailed): step 3/5: successRate 91.2 (threshold >= 99, >= primary - 0.5) \
+                   (3 failed checks, 2 tolerated). 30% stays on the canary until a human resolves it: \
+                   `kubectl serin promote` goes on, `kubectl serin abort` rolls back";
+    let status = json!({
+        "observedGeneration": 3, "phase": "Frozen", "step": 3, "steps": 5, "canaryWeight": 30,
+        "canaryRevision": rev, "promotedRevision": OLD, "stepStartedAt": ago(500), "failedChecks": 3,
+        "message": message,
+        "gates": [
+            {"name": "successRate", "value": 91.2, "primaryValue": 99.9, "threshold": ">= 99, >= primary - 0.5",
+             "verdict": "Fail", "requests": 880.0, "at": ago(40)}
+        ],
+        "conditions": [{"type": "Stalled", "status": "True", "reason": "Frozen", "message": message,
+                        "lastTransitionTime": ago(40)}]
+    });
+    Snapshot {
+        rollout: rollout(
+            "web",
+            json!({"onFailure": "freeze", "analysis": analysis()["analysis"]}),
+            Some(status),
+        ),
+        primary: Some(deployment("web-primary", "web:1", 2, 2, Some(OLD))),
+        target: Some(web),
+        events: vec![event(40, true, "Frozen", message)],
+    }
+}
+
 fn no_status() -> Snapshot {
     Snapshot { rollout: rollout("api", json!({}), None), target: None, primary: None, events: Vec::new() }
 }
@@ -250,6 +343,17 @@ fn the_detailed_view_of_a_paused_rollout() {
 }
 
 #[test]
+fn the_detailed_view_of_a_waiting_rollout() {
+    snapshot("get-waiting.txt", &render_view(&waiting(), now(), Style::Plain));
+    snapshot("get-waiting-window.txt", &render_view(&waiting_for_window(), now(), Style::Plain));
+}
+
+#[test]
+fn the_detailed_view_of_a_frozen_rollout() {
+    snapshot("get-frozen.txt", &render_view(&frozen(), now(), Style::Plain));
+}
+
+#[test]
 fn the_detailed_view_of_an_idle_rollout() {
     snapshot("get-idle.txt", &render_view(&idle(), now(), Style::Plain));
 }
@@ -265,7 +369,11 @@ fn the_table_of_rollouts() {
     let mut other = paused();
     other.rollout.metadata.name = Some("checkout".into());
     other.rollout.metadata.namespace = Some("payments".into());
-    let snaps = vec![progressing(), other, failed(), idle(), no_status()];
+    let mut waiting = waiting();
+    waiting.rollout.metadata.name = Some("api".into());
+    let mut frozen = frozen();
+    frozen.rollout.metadata.name = Some("db".into());
+    let snaps = vec![progressing(), other, failed(), idle(), no_status(), waiting, frozen];
     let mut text = render_table(&snaps, now(), Style::Plain, false);
     text.push_str("\n# with -A\n");
     text.push_str(&render_table(&snaps, now(), Style::Plain, true));
@@ -277,7 +385,8 @@ fn the_table_of_rollouts() {
 #[test]
 fn log_lines_for_pipes_and_ci() {
     let mut text = String::new();
-    for snap in [no_status(), idle(), just_applied(), progressing(), paused(), failed()] {
+    for snap in [no_status(), idle(), just_applied(), progressing(), paused(), failed(), waiting(), frozen()]
+    {
         text.push_str(&render_line(&snap));
         text.push('\n');
     }
@@ -291,7 +400,8 @@ fn log_lines_for_pipes_and_ci() {
 #[test]
 fn the_final_words_of_status() {
     let mut text = String::new();
-    for snap in [idle(), failed(), paused(), progressing(), just_applied(), no_status()] {
+    for snap in [idle(), failed(), paused(), progressing(), just_applied(), no_status(), waiting(), frozen()]
+    {
         let name = snap.rollout.metadata.name.clone().unwrap();
         let verdict = snap.verdict();
         text.push_str(&format!("# {} (exit {})\n", verdict.word(), verdict.exit().code()));
@@ -307,6 +417,11 @@ fn the_machine_readable_views() {
     let json = serde_json::to_string_pretty(&view(&progressing(), now())).unwrap() + "\n";
     snapshot("get-progressing.json", &json);
     snapshot("get-failed.yaml", &serde_saphyr::to_string(&view(&failed(), now())).unwrap());
+    let waiting = serde_json::to_value(view(&waiting(), now())).unwrap();
+    assert_eq!(waiting["waiting"]["hook"], "release-gate");
+    assert_eq!(waiting["hooks"].as_array().unwrap().len(), 3);
+    let frozen = serde_json::to_value(view(&frozen(), now())).unwrap();
+    assert_eq!(frozen["verdict"]["verdict"], "Frozen");
     // It parses back as JSON with the documented fields.
     let value: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(value["verdict"]["verdict"], "Pending");

@@ -690,7 +690,7 @@ impl Ctx<'_> {
                     record(&self.next, hook).filter(|r| r.revision.as_deref() == Some(revision.as_str()))
                 {
                     message.push_str(&format!(
-                        "; it answered {}, asking again every {}",
+                        "; {}, asking again every {}",
                         recorded_answer(r),
                         self.spec.strategy.interval
                     ));
@@ -737,7 +737,9 @@ impl Ctx<'_> {
             }
             let what = gate_phrase(gate, self.next.canary_revision.as_deref().unwrap_or("?"));
             match reason {
-                WaitReason::Approval => self.event("WaitingForApproval", format!("{what} {message}"), false),
+                WaitReason::Approval => {
+                    self.event("WaitingForApproval", format!("{what} is {message}"), false)
+                }
                 WaitReason::Window => {
                     self.event("WaitingForWindow", format!("{what} waits: {message}"), false)
                 }
@@ -1246,9 +1248,9 @@ impl Ctx<'_> {
         self.next.waiting = None;
         self.next.insufficient_data_since = None;
         let message = format!(
-            "frozen at step {}/{} with {}% on the canary ({reason}): {message}; weights are held until \
-             a human resolves it: `kubectl serin promote` continues, `kubectl serin abort` rolls back",
-            self.next.step, self.next.steps, self.next.canary_weight
+            "frozen ({reason}): {message}. {}% stays on the canary until a human resolves it: \
+             `kubectl serin promote` goes on, `kubectl serin abort` rolls back",
+            self.next.canary_weight
         );
         self.next.message = Some(message.clone());
         self.event("Frozen", message, true);
@@ -1507,8 +1509,8 @@ fn answer(outcome: &HookOutcome) -> String {
 fn recorded_answer(r: &HookStatus) -> String {
     match (&r.message, r.code) {
         (Some(message), _) => message.clone(),
-        (None, Some(code)) => format!("HTTP {code}"),
-        (None, None) => "nothing".to_string(),
+        (None, Some(code)) => format!("answered HTTP {code}"),
+        (None, None) => "no answer".to_string(),
     }
 }
 

@@ -86,6 +86,9 @@ pub enum Command {
   2  timed out (without --wait: still in progress)
   3  paused (unless --keep-waiting)
   4  usage or connection error, or no such rollout
+  5  frozen (onFailure: freeze): needs a human to promote or abort (unless --keep-waiting)
+
+A rollout Waiting for an approval or a deployment window is in progress: --wait waits.
 
 Right after `kubectl apply`, status waits for Serin to observe the new generation and the
 Deployment's new revision: it never reports on the previous revision.
@@ -98,16 +101,19 @@ Examples:
 
     /// Take the next step now, without waiting for the interval or the gates; at the last step,
     /// promote. With --full, skip the remaining steps and promote now.
-    #[command(after_help = "Accepted when the rollout is Progressing or Paused.
+    #[command(
+        after_help = "Accepted when the rollout is Progressing, Paused, Waiting (it overrides a deployment
+window or a pending approval) or Frozen (it resolves the freeze by going on).
 
 Examples:
   kubectl serin promote web
   kubectl serin promote web --full
-  kubectl serin promote web --id deploy-4711   # re-running with the same id does nothing more")]
+  kubectl serin promote web --id deploy-4711   # re-running with the same id does nothing more"
+    )]
     Promote(PromoteArgs),
 
     /// Roll back now: all traffic returns to the primary.
-    #[command(after_help = "Accepted when the rollout is Progressing, Paused or Promoting.
+    #[command(after_help = "Accepted when the rollout is Progressing, Paused, Promoting, Waiting or Frozen.
 
 Example:
   kubectl serin abort web")]
@@ -192,7 +198,8 @@ pub struct StatusArgs {
     /// How long --wait waits, as a Go-style duration (30s, 10m, 1h30m).
     #[arg(long, value_parser = parse_timeout, default_value = "30m", value_name = "DURATION")]
     pub timeout: Duration,
-    /// When the rollout is paused, keep waiting for a resume instead of exiting with 3.
+    /// When the rollout is paused or frozen, keep waiting for a human (resume, promote, abort)
+    /// instead of exiting with 3 or 5.
     #[arg(long, requires = "wait")]
     pub keep_waiting: bool,
 }

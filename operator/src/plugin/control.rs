@@ -70,16 +70,23 @@ pub fn refusal(action: Action, rollout: &Rollout, target_revision: Option<&str>)
     let phase = status.phase;
     let is = format!("rollout {name} is {phase:?}");
     match action {
-        Action::Promote | Action::PromoteFull if !matches!(phase, Phase::Progressing | Phase::Paused) => {
+        Action::Promote | Action::PromoteFull
+            if !matches!(phase, Phase::Progressing | Phase::Paused | Phase::Waiting | Phase::Frozen) =>
+        {
             let hint = match phase {
                 Phase::Promoting => "; it is already being promoted",
                 Phase::Failed => "; to run the failed revision again, use retry",
                 Phase::Idle | Phase::Succeeded => "; there is no canary to promote",
                 _ => "",
             };
-            Some(format!("{is}: only a progressing or paused rollout can be promoted{hint}"))
+            Some(format!("{is}: only a progressing, paused, waiting or frozen rollout can be promoted{hint}"))
         }
-        Action::Abort if !matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting) => {
+        Action::Abort
+            if !matches!(
+                phase,
+                Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Waiting | Phase::Frozen
+            ) =>
+        {
             Some(format!("{is}: only a rollout in progress can be aborted"))
         }
         Action::Retry if phase != Phase::Failed => {
@@ -160,6 +167,8 @@ mod tests {
             Phase::Promoting,
             Phase::Succeeded,
             Phase::Failed,
+            Phase::Waiting,
+            Phase::Frozen,
         ];
         let accepted = |action| -> Vec<Phase> {
             all.iter()
@@ -167,9 +176,13 @@ mod tests {
                 .filter(|p| refusal(action, &rollout(Some(*p), Some("a")), Some("a")).is_none())
                 .collect()
         };
-        assert_eq!(accepted(Action::Promote), vec![Phase::Progressing, Phase::Paused]);
-        assert_eq!(accepted(Action::PromoteFull), vec![Phase::Progressing, Phase::Paused]);
-        assert_eq!(accepted(Action::Abort), vec![Phase::Progressing, Phase::Paused, Phase::Promoting]);
+        let promotable = vec![Phase::Progressing, Phase::Paused, Phase::Waiting, Phase::Frozen];
+        assert_eq!(accepted(Action::Promote), promotable);
+        assert_eq!(accepted(Action::PromoteFull), promotable);
+        assert_eq!(
+            accepted(Action::Abort),
+            vec![Phase::Progressing, Phase::Paused, Phase::Promoting, Phase::Waiting, Phase::Frozen]
+        );
         assert_eq!(accepted(Action::Retry), vec![Phase::Failed]);
     }
 
@@ -178,7 +191,7 @@ mod tests {
         let why = refusal(Action::Promote, &rollout(Some(Phase::Idle), None), None).unwrap();
         assert_eq!(
             why,
-            "rollout web is Idle: only a progressing or paused rollout can be promoted; there is no canary to promote"
+            "rollout web is Idle: only a progressing, paused, waiting or frozen rollout can be promoted; there is no canary to promote"
         );
         let why = refusal(Action::Retry, &rollout(Some(Phase::Failed), Some("old")), Some("new")).unwrap();
         assert!(why.contains("the failed revision old is no longer the revision of Deployment web"), "{why}");

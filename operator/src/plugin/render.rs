@@ -10,8 +10,11 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::verdict::{Verdict, verdict};
-use crate::api::{GateStatus, Phase, RequestOutcome, RequestStatus, Rollout, Verdict as GateVerdict, labels};
-use crate::engine::decide::{Observations, desired_state};
+use crate::api::{
+    GateStatus, HookState, HookStatus, Phase, RequestOutcome, RequestStatus, Rollout, Verdict as GateVerdict,
+    WaitGate, WaitReason, WaitingStatus, labels,
+};
+use crate::engine::decide::{Observations, desired_state, type_name};
 use crate::engine::revision::template_revision;
 
 /// How many of the latest Events the detailed view shows.
@@ -87,6 +90,11 @@ fn phase_color(phase: Phase) -> Color {
         Phase::Paused | Phase::Waiting => Color::Yellow,
         Phase::Frozen => Color::Red,
     }
+}
+
+/// A canary revision is in flight: the views show its step and time in it.
+fn in_flight(phase: Phase) -> bool {
+    matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting | Phase::Waiting | Phase::Frozen)
 }
 
 fn gate_color(verdict: GateVerdict) -> Color {
@@ -318,6 +326,55 @@ fn request_line(request: &RequestStatus, now: Timestamp) -> String {
     line
 }
 
+/// `the promotion, for approval from release-gate, for 3m20s`; `the start, for a deployment
+/// window that opens in 2h, for 10m`.
+fn waiting_line(waiting: &WaitingStatus, now: Timestamp) -> String {
+    let what = match waiting.before {
+        WaitGate::Start => "the start",
+        WaitGate::Step => "the next step",
+        WaitGate::Promotion => "the promotion",
+    };
+    let mut line = match (waiting.reason, &waiting.next_window_start) {
+        (WaitReason::Approval, _) => {
+            format!("{what}, for approval from {}", waiting.hook.as_deref().unwrap_or("a webhook"))
+        }
+        (WaitReason::Window, Some(opens)) => {
+            let left = Duration::try_from(now.duration_until(opens.0)).unwrap_or(Duration::ZERO);
+            format!("{what}, for a deployment window that opens in {}", human(left))
+        }
+        (WaitReason::Window, None) => format!("{what}, for a deployment window"),
+        (WaitReason::InvalidSchedule, _) => format!("{what}, until spec.schedule is fixed"),
+    };
+    if let Some(at) = &waiting.since {
+        line.push_str(&format!(", for {}", human(since(at, now))));
+    }
+    line
+}
+
+fn hook_state_word(state: HookState) -> &'static str {
+    match state {
+        HookState::Pending => "Pending",
+        HookState::Passed => "Passed",
+        HookState::Failed => "Failed",
+    }
+}
+
+fn hook_color(state: HookState) -> Color {
+    match state {
+        HookState::Pending => Color::Yellow,
+        HookState::Passed => Color::Green,
+        HookState::Failed => Color::Red,
+    }
+}
+
+fn hook_answer(hook: &HookStatus) -> String {
+    match (&hook.message, hook.code) {
+        (Some(message), _) => message.clone(),
+        (None, Some(code)) => format!("HTTP {code}"),
+        (None, None) => "-".to_string(),
+    }
+}
+
 struct Cell {
     text: String,
     color: Option<Color>,
@@ -372,16 +429,20 @@ pub fn render_view(snap: &Snapshot, now: Timestamp, style: Style) -> String {
     if let Some(message) = &status.message {
         facts.push(vec![cell("Message"), cell(message.clone())]);
     }
-    let running = matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting);
+    let running = in_flight(phase);
+    let waiting_to_start = status.waiting.as_ref().is_some_and(|w| w.before == WaitGate::Start);
     if running {
         let mut step = format!("{} of {}", status.step, status.steps);
-        if status.step == 0 && phase != Phase::Promoting {
+        if waiting_to_start {
+            step.push_str(", not started");
+        } else if status.step == 0 && !matches!(phase, Phase::Promoting | Phase::Waiting | Phase::Frozen) {
             step.push_str(", waiting for the canary to become ready");
         }
-        if let Some(started) = &status.step_started_at {
+        if let Some(started) = status.step_started_at.as_ref().filter(|_| !waiting_to_start) {
             let label = match phase {
                 Phase::Promoting => "promoting for",
                 Phase::Paused => "paused; in this step for",
+                Phase::Frozen => "frozen; in this step for",
                 _ => "in this step for",
             };
             step.push_str(&format!(
@@ -392,8 +453,24 @@ pub fn render_view(snap: &Snapshot, now: Timestamp, style: Style) -> String {
         }
         facts.push(vec![cell("Step"), cell(step)]);
     }
+    if let Some(waiting) = &status.waiting {
+        facts.push(vec![cell("Waiting"), colored(waiting_line(waiting, now), Color::Yellow)]);
+    }
+    if phase == Phase::Frozen {
+        let name = snap.name();
+        facts.push(vec![
+            cell("Resolve"),
+            colored(
+                format!(
+                    "kubectl serin promote {name} (go on), kubectl serin promote {name} --full, or kubectl serin abort {name} (roll back)"
+                ),
+                Color::Red,
+            ),
+        ]);
+    }
     if let Some(analysis) = &snap.rollout.spec.analysis
         && running
+        && !waiting_to_start
     {
         facts.push(vec![
             cell("Checks"),
@@ -442,9 +519,30 @@ pub fn render_view(snap: &Snapshot, now: Timestamp, style: Style) -> String {
             ]);
         }
         out.extend(table(&gates, style, "  "));
-    } else if snap.rollout.spec.analysis.is_some() && running {
+    } else if snap.rollout.spec.analysis.is_some() && running && !waiting_to_start {
         out.push(String::new());
         out.push("  No gate checked at this step yet.".to_string());
+    }
+
+    if !status.hooks.is_empty() {
+        out.push(String::new());
+        let mut hooks = vec![header(&["WEBHOOK", "TYPE", "REVISION", "LAST", "ATTEMPTS", "WHEN", "ANSWER"])];
+        for hook in &status.hooks {
+            hooks.push(vec![
+                cell(hook.name.clone()),
+                cell(type_name(hook.type_)),
+                cell(hook.revision.clone().unwrap_or_else(|| "-".to_string())),
+                colored(hook_state_word(hook.state), hook_color(hook.state)),
+                cell(if hook.state == HookState::Pending {
+                    "-".to_string()
+                } else {
+                    hook.attempts.to_string()
+                }),
+                cell(ago(hook.at.as_ref(), now)),
+                cell(hook_answer(hook)),
+            ]);
+        }
+        out.extend(table(&hooks, style, "  "));
     }
 
     out.push(String::new());
@@ -484,7 +582,7 @@ pub fn render_table(snaps: &[Snapshot], now: Timestamp, style: Style, with_names
     for snap in snaps {
         let status = snap.status();
         let phase = snap.phase();
-        let running = matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting);
+        let running = in_flight(phase);
         let (canary, primary) = (snap.canary(), snap.primary());
         let mut row = vec![
             cell(snap.name()),
@@ -517,7 +615,7 @@ pub fn render_line(snap: &Snapshot) -> String {
     let phase = snap.phase();
     let (canary, primary) = (snap.canary(), snap.primary());
     let mut line = format!("{}: {phase:?}", snap.name());
-    if matches!(phase, Phase::Progressing | Phase::Paused | Phase::Promoting) {
+    if in_flight(phase) {
         line.push_str(&format!(", step {}/{}", status.step, status.steps));
     }
     line.push_str(&format!(", canary {}, primary {}", canary.phrase(), primary.phrase()));
@@ -558,6 +656,21 @@ pub fn render_verdict(name: &str, verdict: &Verdict, timeout: Option<Duration>) 
         Verdict::Paused { revision, message } => format!(
             "rollout {name}: revision {revision} is paused: {message}\n  resume with: kubectl serin resume {name}\n"
         ),
+        Verdict::Frozen { revision, message, failing_gates } => {
+            let mut s = format!("rollout {name}: revision {revision} is frozen: {message}\n");
+            for gate in failing_gates {
+                s.push_str(&format!(
+                    "  gate {}: canary {}, threshold {}\n",
+                    gate.name,
+                    gate_value(gate, gate.value),
+                    gate.threshold
+                ));
+            }
+            s.push_str(&format!(
+                "  go on with: kubectl serin promote {name}; roll back with: kubectl serin abort {name}\n"
+            ));
+            s
+        }
         Verdict::Pending { reason } => match timeout {
             Some(t) if !t.is_zero() => format!("rollout {name}: timed out after {}: {reason}\n", human(t)),
             _ => format!("rollout {name}: in progress: {reason}\n"),
@@ -599,6 +712,12 @@ pub struct View {
     pub gates: Vec<GateStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_request: Option<RequestStatus>,
+    /// What a `Waiting` rollout waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitingStatus>,
+    /// The last call of each webhook.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookStatus>,
     /// The latest Events, oldest first.
     pub events: Vec<EventLine>,
 }
@@ -606,7 +725,7 @@ pub struct View {
 /// The machine-readable view of one Rollout.
 pub fn view(snap: &Snapshot, now: Timestamp) -> View {
     let status = snap.status();
-    let running = matches!(snap.phase(), Phase::Progressing | Phase::Paused | Phase::Promoting);
+    let running = in_flight(snap.phase());
     let skip = snap.events.len().saturating_sub(EVENTS_SHOWN);
     View {
         name: snap.name().to_string(),
@@ -626,6 +745,8 @@ pub fn view(snap: &Snapshot, now: Timestamp) -> View {
         failed_checks: status.failed_checks,
         gates: status.gates.clone(),
         last_request: status.last_request.clone(),
+        waiting: status.waiting.clone(),
+        hooks: status.hooks.clone(),
         events: snap.events[skip..].to_vec(),
     }
 }

@@ -299,14 +299,18 @@ async fn status(cluster: &Cluster, args: &StatusArgs) -> Result<Exit, Error> {
         let timed_out = Instant::now() >= deadline;
         let stop = match &verdict {
             Verdict::Healthy { .. } | Verdict::Failed { .. } => true,
-            Verdict::Paused { .. } => !args.keep_waiting || timed_out,
+            Verdict::Paused { .. } | Verdict::Frozen { .. } => !args.keep_waiting || timed_out,
             Verdict::Pending { .. } => timed_out,
         };
         if stop {
-            // Asked to keep waiting through a pause, a pause at the deadline is a time-out.
+            // Asked to keep waiting through a pause or a freeze, one at the deadline is a
+            // time-out.
             let verdict = match verdict {
                 Verdict::Paused { message, .. } if args.keep_waiting => {
                     Verdict::Pending { reason: format!("still paused: {message}") }
+                }
+                Verdict::Frozen { message, .. } if args.keep_waiting => {
+                    Verdict::Pending { reason: format!("still frozen: {message}") }
                 }
                 other => other,
             };
@@ -315,6 +319,9 @@ async fn status(cluster: &Cluster, args: &StatusArgs) -> Result<Exit, Error> {
             match &verdict {
                 Verdict::Failed { .. } => {
                     github_annotation("error", &format!("Rollout {} failed", args.name), &text)?
+                }
+                Verdict::Frozen { .. } => {
+                    github_annotation("error", &format!("Rollout {} is frozen", args.name), &text)?
                 }
                 Verdict::Pending { .. } if args.wait => {
                     github_annotation("error", &format!("Rollout {} timed out", args.name), &text)?
@@ -327,7 +334,7 @@ async fn status(cluster: &Cluster, args: &StatusArgs) -> Result<Exit, Error> {
             return Ok(verdict.exit());
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let pause = if matches!(verdict, Verdict::Paused { .. }) {
+        let pause = if matches!(verdict, Verdict::Paused { .. } | Verdict::Frozen { .. }) {
             POLL
         } else {
             POLL.min(left).max(Duration::from_millis(50))

@@ -20,6 +20,8 @@ pub enum Exit {
     Paused,
     /// 4: usage, configuration or connection error; unknown rollout.
     Error,
+    /// 5: frozen (`onFailure: freeze`): needs a human to promote or abort.
+    Frozen,
 }
 
 impl Exit {
@@ -31,6 +33,7 @@ impl Exit {
             Exit::Timeout => 2,
             Exit::Paused => 3,
             Exit::Error => 4,
+            Exit::Frozen => 5,
         }
     }
 }
@@ -62,7 +65,19 @@ pub enum Verdict {
         /// Serin's explanation.
         message: String,
     },
-    /// Not decided yet: in progress, or Serin has not caught up with the latest change.
+    /// The analysis of the current revision failed and `onFailure: freeze` holds its weights
+    /// until a human promotes or aborts (exit 5, unless asked to keep waiting).
+    Frozen {
+        /// The revision being held.
+        revision: String,
+        /// Serin's explanation: what failed, and how to resolve it.
+        message: String,
+        /// The gates that failed at the last check.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        failing_gates: Vec<GateStatus>,
+    },
+    /// Not decided yet: in progress (waiting at a gate included), or Serin has not caught up
+    /// with the latest change.
     Pending {
         /// What it is waiting for.
         reason: String,
@@ -76,16 +91,18 @@ impl Verdict {
             Verdict::Healthy { .. } => Exit::Ok,
             Verdict::Failed { .. } => Exit::Failed,
             Verdict::Paused { .. } => Exit::Paused,
+            Verdict::Frozen { .. } => Exit::Frozen,
             Verdict::Pending { .. } => Exit::Timeout,
         }
     }
 
-    /// A short word for views: Healthy, Failed, Paused or Pending.
+    /// A short word for views: Healthy, Failed, Paused, Frozen or Pending.
     pub fn word(&self) -> &'static str {
         match self {
             Verdict::Healthy { .. } => "Healthy",
             Verdict::Failed { .. } => "Failed",
             Verdict::Paused { .. } => "Paused",
+            Verdict::Frozen { .. } => "Frozen",
             Verdict::Pending { .. } => "Pending",
         }
     }
@@ -99,8 +116,10 @@ impl Verdict {
 /// - **Failed**: phase Failed with `canaryRevision` the target's revision; or progress stalled
 ///   at a deadline while initializing or promoting it (condition `Stalled`).
 /// - **Paused**: phase Paused with `canaryRevision` the target's revision.
-/// - **Pending** otherwise, including right after `kubectl apply`, before Serin has observed the
-///   new generation or noticed the new revision.
+/// - **Frozen**: phase Frozen with `canaryRevision` the target's revision.
+/// - **Pending** otherwise, including a rollout Waiting at a gate (for an approval or a
+///   deployment window), and right after `kubectl apply`, before Serin has observed the new
+///   generation or noticed the new revision.
 pub fn verdict(rollout: &Rollout, target_revision: Option<&str>) -> Verdict {
     let pending = |reason: String| Verdict::Pending { reason };
     let Some(status) = rollout.status.as_ref() else {
@@ -130,6 +149,11 @@ pub fn verdict(rollout: &Rollout, target_revision: Option<&str>) -> Verdict {
             failing_gates: status.gates.iter().filter(|g| g.verdict == GateVerdict::Fail).cloned().collect(),
         },
         Phase::Paused if is_canary => Verdict::Paused { revision: target.to_string(), message },
+        Phase::Frozen if is_canary => Verdict::Frozen {
+            revision: target.to_string(),
+            message,
+            failing_gates: status.gates.iter().filter(|g| g.verdict == GateVerdict::Fail).cloned().collect(),
+        },
         Phase::Initializing | Phase::Promoting
             if stalled && (is_canary || status.phase == Phase::Initializing) =>
         {
@@ -279,11 +303,22 @@ mod tests {
     }
 
     #[test]
+    fn frozen_and_waiting() {
+        let r = rollout(1, Some(status(Phase::Frozen, Some("new"), Some("old"))));
+        let v = verdict(&r, Some("new"));
+        assert!(matches!(&v, Verdict::Frozen { revision, .. } if revision == "new"), "{v:?}");
+        assert_eq!(v.exit(), Exit::Frozen);
+        assert!(matches!(verdict(&r, Some("newer")), Verdict::Pending { .. }));
+        let r = rollout(1, Some(status(Phase::Waiting, Some("new"), Some("old"))));
+        assert_eq!(verdict(&r, Some("new")), Verdict::Pending { reason: "Waiting message".into() });
+    }
+
+    #[test]
     fn exit_codes() {
-        let codes: Vec<u8> = [Exit::Ok, Exit::Failed, Exit::Timeout, Exit::Paused, Exit::Error]
+        let codes: Vec<u8> = [Exit::Ok, Exit::Failed, Exit::Timeout, Exit::Paused, Exit::Error, Exit::Frozen]
             .iter()
             .map(|e| e.code())
             .collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5]);
     }
 }
