@@ -264,14 +264,18 @@ fn classify(err: reqwest::Error) -> Failure {
     Failure::Transport(why)
 }
 
-/// A rustls error in the chain, directly or inside an `io::Error` (whose `source` skips it).
+/// A rustls error in the chain, directly or inside (possibly nested) `io::Error`s, whose
+/// `source` skips the error they wrap.
 fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-        return Some(tls);
+    let mut current = err;
+    loop {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner: &'a (dyn std::error::Error + 'static) =
+            current.downcast_ref::<std::io::Error>()?.get_ref()?;
+        current = inner;
     }
-    err.downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
 /// `10s`, `1.5s`, `250ms`.
