@@ -23,6 +23,7 @@ use kube::{Client, Config};
 pub mod adapter;
 pub mod mesh;
 pub mod prometheus;
+pub mod story;
 
 /// The field manager e2e tests write with.
 pub const MANAGER: &str = "serin-e2e";
