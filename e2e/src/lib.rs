@@ -21,10 +21,12 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
 pub mod adapter;
+pub mod formats;
 pub mod mesh;
 pub mod prometheus;
 pub mod receiver;
 pub mod story;
+pub mod traffic;
 
 /// The field manager e2e tests write with.
 pub const MANAGER: &str = "serin-e2e";
@@ -148,6 +150,12 @@ pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
 pub fn serin_binary() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| workspace_binary("serin", "serin"))
+}
+
+/// The `kubectl-serin` plugin binary, built once per test binary.
+pub fn plugin_binary() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| workspace_binary("serin", "kubectl-serin"))
 }
 
 /// The last `lines` lines of a log file, for assertion messages.
