@@ -278,6 +278,76 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             "spec.analysis.onInsufficientData.action",
             "Unsupported value",
         ),
+        (
+            "hook-scheme",
+            with(
+                json!({"webhooks": [{"name": "gate", "type": "confirm-rollout", "url": "ftp://gate.test/ok"}]}),
+            ),
+            "spec.webhooks[0].url",
+            "should match",
+        ),
+        (
+            "hook-dup",
+            with(json!({"webhooks": [
+                {"name": "gate", "type": "confirm-rollout", "url": "https://gate.test/a"},
+                {"name": "gate", "type": "rollout", "url": "https://gate.test/b"}
+            ]})),
+            "spec.webhooks",
+            "webhook names must be unique",
+        ),
+        (
+            "hook-type",
+            with(json!({"webhooks": [{"name": "gate", "type": "pre-flight", "url": "https://gate.test/a"}]})),
+            "spec.webhooks[0].type",
+            "Unsupported value",
+        ),
+        (
+            "hook-timeout",
+            with(
+                json!({"webhooks": [{"name": "gate", "type": "rollout", "url": "https://gate.test/a", "timeout": "10m"}]}),
+            ),
+            "spec.webhooks[0].timeout",
+            "between 100ms and 5m",
+        ),
+        (
+            "hook-retries",
+            with(
+                json!({"webhooks": [{"name": "gate", "type": "rollout", "url": "https://gate.test/a", "retries": 11}]}),
+            ),
+            "spec.webhooks[0].retries",
+            "less than or equal to 10",
+        ),
+        (
+            "cron-fields",
+            with(json!({"schedule": {"windows": [{"cron": "0 9 * *", "duration": "8h"}]}})),
+            "spec.schedule.windows[0].cron",
+            "cron must have five fields",
+        ),
+        (
+            "window-duration",
+            with(json!({"schedule": {"windows": [{"cron": "0 9 * * *", "duration": "10s"}]}})),
+            "spec.schedule.windows[0].duration",
+            "between 1m and 168h",
+        ),
+        (
+            "window-duration-words",
+            with(json!({"schedule": {"windows": [{"cron": "0 9 * * *", "duration": "8 hours"}]}})),
+            "spec.schedule.windows[0].duration",
+            "should match",
+        ),
+        (
+            "windows-empty",
+            with(json!({"schedule": {"windows": []}})),
+            "spec.schedule.windows",
+            "at least 1 item",
+        ),
+        ("on-failure", with(json!({"onFailure": "retry"})), "spec.onFailure", "Unsupported value"),
+        (
+            "notify-type",
+            with(json!({"notifications": [{"type": "pagerduty", "secretRef": {"name": "x"}}]})),
+            "spec.notifications[0].type",
+            "Unsupported value",
+        ),
     ]
 }
 
