@@ -212,7 +212,11 @@ fn slack_bodies_follow_block_kit() {
     assert!(all.contains("threshold &gt;= 99.5"), "{all}");
     assert!(all.contains("*Failing gates*"), "{all}");
     assert!(!all.contains("latency.p99"), "passing gates are not listed on a rollback: {all}");
-    assert!(body["text"].as_str().unwrap().starts_with("[error] shop/web: rolled back: "));
+    assert_eq!(
+        body["text"],
+        "[error] shop/web: rolled back: 1 failed check &gt; tolerance 0; step 2/5: successRate 97.8 &lt; 99.5",
+        "the engine's leading 'rolled back:' is not repeated after the title"
+    );
 
     // Over-long engine text and names are cut to Slack's limits.
     let long = Message { text: "x".repeat(10_000), rollout: "r".repeat(300), ..rolled_back() };
