@@ -346,3 +346,23 @@ fn the_global_file_is_a_yaml_list_and_errors_name_the_item() {
         "{err}"
     );
 }
+
+/// The reconciler runs on a multi-threaded runtime: calls must be `Send` futures, and the
+/// clients shareable.
+#[tokio::test]
+async fn futures_are_send_and_clients_are_shareable() {
+    fn send<T: Send>(_: &T) {}
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Notifier>();
+    shareable::<crate::webhooks::Webhooks>();
+    shareable::<SecretReader>();
+    crate::ensure_crypto_provider();
+    let client = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+    let notifier = Notifier::new(client.clone(), Vec::new()).unwrap();
+    let hooks = crate::webhooks::Webhooks::new(client).unwrap();
+    let rollout = rollout();
+    let status = status();
+    let payload = crate::webhooks::Payload::new(&rollout, &status, crate::api::WebhookType::Event);
+    send(&notifier.notify(&rollout, &status, &[]));
+    send(&hooks.call_all(&rollout, crate::api::WebhookType::Event, &payload));
+}
