@@ -24,6 +24,7 @@ pub mod adapter;
 pub mod mesh;
 pub mod prometheus;
 pub mod receiver;
+pub mod story;
 
 /// The field manager e2e tests write with.
 pub const MANAGER: &str = "serin-e2e";

@@ -7,16 +7,16 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
-use serin::api::{Phase, RequestOutcome, Rollout};
+use serin::api::{Phase, RequestOutcome};
 use serin::engine::revision::template_revision;
-use serin_e2e::{Operator, client, install_rollout_crd, install_trafficsplit_crd, kubeconfig, namespace};
+use serin_e2e::story::Story;
+use serin_e2e::{Operator, client, install_rollout_crd, kubeconfig, namespace};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const WAIT: Duration = Duration::from_secs(90);
+const WAIT: Duration = serin_e2e::story::WAIT;
 
 /// The `kubectl-serin` binary, built once per test binary with the workspace's cargo.
 fn plugin_binary() -> &'static Path {
@@ -73,32 +73,15 @@ async fn serin(args: &[&str]) -> Run {
     }
 }
 
-struct Story {
-    ns: String,
-    rollouts: Api<Rollout>,
-    deployments: Api<Deployment>,
+/// What the plugin stories add to the shared sample app.
+trait PluginStory {
+    async fn serin(&self, args: &[&str]) -> Run;
+    fn spawn(&self, args: &[&str]) -> tokio::process::Child;
+    async fn target_revision(&self) -> String;
+    async fn canary_at_step_1(&self, operator: &Operator);
 }
 
-impl Story {
-    /// A namespace with a Deployment `web` (2 replicas, image web:1) and a Rollout for it.
-    async fn new(prefix: &str, strategy: Value, extra: Value) -> Story {
-        let client: Client = client().await;
-        install_rollout_crd(&client).await;
-        install_trafficsplit_crd(&client).await;
-        let ns = namespace(&client, prefix).await;
-        let story = Story {
-            rollouts: Api::namespaced(client.clone(), &ns),
-            deployments: Api::namespaced(client.clone(), &ns),
-            ns,
-        };
-        let mut spec = json!({"strategy": strategy});
-        for (k, v) in extra.as_object().unwrap() {
-            spec[k] = v.clone();
-        }
-        serin_e2e::deploy_web_with_rollout(&client, &story.ns, spec).await;
-        story
-    }
-
+impl PluginStory for Story {
     /// `kubectl serin -n <ns> <args>`.
     async fn serin(&self, args: &[&str]) -> Run {
         let mut all = vec!["-n", self.ns.as_str()];
@@ -110,50 +93,6 @@ impl Story {
         let mut all = vec!["-n", self.ns.as_str()];
         all.extend_from_slice(args);
         command(&all).spawn().unwrap()
-    }
-
-    async fn rollout(&self) -> Rollout {
-        self.rollouts.get("web").await.unwrap()
-    }
-
-    async fn status(&self) -> serin::api::RolloutStatus {
-        self.rollout().await.status.unwrap_or_default()
-    }
-
-    async fn wait_for(
-        &self,
-        what: &str,
-        operator: &Operator,
-        check: impl Fn(&serin::api::RolloutStatus) -> bool,
-    ) {
-        let found = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(status) = self.rollouts.get("web").await.ok().and_then(|r| r.status)
-                    && check(&status)
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await;
-        if found.is_err() {
-            panic!(
-                "timed out waiting for {what}; status {:?}\noperator log:\n{}",
-                self.status().await,
-                operator.log_tail()
-            );
-        }
-    }
-
-    async fn wait_phase(&self, phase: Phase, operator: &Operator) {
-        self.wait_for(&format!("phase {phase:?}"), operator, |s| s.phase == phase).await;
-    }
-
-    async fn set_image(&self, image: &str) {
-        let patch =
-            json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}});
-        self.deployments.patch("web", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
     }
 
     /// The revision Serin computes for the Deployment's template now.

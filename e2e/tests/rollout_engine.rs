@@ -3,122 +3,15 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
 use serin::api::{Phase, Rollout};
-use serin_e2e::{Operator, client, eventually, install_rollout_crd, install_trafficsplit_crd, namespace};
+use serin_e2e::story::Story;
+use serin_e2e::{Operator, client, eventually};
 
-const WAIT: Duration = Duration::from_secs(90);
-
-struct Story {
-    client: Client,
-    ns: String,
-    rollouts: Api<Rollout>,
-    deployments: Api<Deployment>,
-    services: Api<Service>,
-    splits: Api<DynamicObject>,
-}
-
-impl Story {
-    /// A namespace with a Deployment `web` (2 replicas, image web:1) and a Rollout for it.
-    async fn new(prefix: &str, strategy: Value, extra: Value) -> Story {
-        let client = client().await;
-        install_rollout_crd(&client).await;
-        install_trafficsplit_crd(&client).await;
-        let ns = namespace(&client, prefix).await;
-        let story = Story {
-            rollouts: Api::namespaced(client.clone(), &ns),
-            deployments: Api::namespaced(client.clone(), &ns),
-            services: Api::namespaced(client.clone(), &ns),
-            splits: Api::namespaced_with(
-                client.clone(),
-                &ns,
-                &ApiResource::from_gvk(&GroupVersionKind::gvk(
-                    "split.smi-spec.io",
-                    "v1alpha4",
-                    "TrafficSplit",
-                )),
-            ),
-            client,
-            ns,
-        };
-        let mut spec = json!({"strategy": strategy});
-        for (k, v) in extra.as_object().unwrap() {
-            spec[k] = v.clone();
-        }
-        serin_e2e::deploy_web_with_rollout(&story.client, &story.ns, spec).await;
-        story
-    }
-
-    async fn rollout(&self) -> Rollout {
-        self.rollouts.get("web").await.unwrap()
-    }
-
-    async fn wait_phase(&self, phase: Phase, operator: &Operator) -> Rollout {
-        let what = format!("Rollout web in {} to reach {phase:?}", self.ns);
-        let found = tokio::time::timeout(
-            WAIT,
-            eventually(&what, WAIT, || async {
-                let r = self.rollouts.get("web").await.ok()?;
-                (r.status.as_ref()?.phase == phase).then_some(r)
-            }),
-        )
-        .await;
-        match found {
-            Ok(r) => r,
-            Err(_) => panic!(
-                "{what}: timed out; status {:?}\noperator log:\n{}",
-                self.rollout().await.status,
-                operator.log_tail()
-            ),
-        }
-    }
-
-    async fn set_image(&self, image: &str) {
-        let patch =
-            json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}});
-        self.deployments.patch("web", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
-    }
-
-    /// (primary, canary) weights of the TrafficSplit.
-    async fn weights(&self) -> Option<(i64, i64)> {
-        let split = self.splits.get("web").await.ok()?;
-        let backends = split.data["spec"]["backends"].as_array()?.clone();
-        let weight = |name: &str| backends.iter().find(|b| b["service"] == name)?["weight"].as_i64();
-        Some((weight("web-primary")?, weight("web-canary")?))
-    }
-
-    async fn replicas(&self, name: &str) -> Option<i32> {
-        self.deployments.get(name).await.ok()?.spec?.replicas
-    }
-
-    async fn image(&self, name: &str) -> Option<String> {
-        self.deployments.get(name).await.ok()?.spec?.template.spec?.containers[0].image.clone()
-    }
-
-    /// The notes of the Rollout's Events with `reason`, oldest first, one per Event object.
-    async fn events(&self, reason: &str) -> Vec<String> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
-        let mut list: Vec<Event> = events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| {
-                e.reason.as_deref() == Some(reason)
-                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Rollout")
-            })
-            .collect();
-        list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-        list.into_iter().map(|e| e.note.unwrap_or_default()).collect()
-    }
-}
+const WAIT: Duration = serin_e2e::story::WAIT;
 
 fn condition(rollout: &Rollout, type_: &str) -> String {
     rollout

@@ -18,8 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::sequential::{
-    Batch, Evaluation, LatencyQuantileState, QuantileWindow, SequentialConfig, SequentialState,
-    SequentialVerdict, bucket_bound_at_most, slow_batch_from_histograms, slow_batch_from_quantiles,
+    Batch, Evaluation, LatencyState, QuantileWindow, SequentialConfig, SequentialState, SequentialVerdict,
+    bucket_bound_at_most, slow_batch_from_histograms, slow_batch_from_quantiles,
 };
 use crate::api::{Analysis, AnalysisStatus, LatencyQuantile, SequentialAnalysis};
 use crate::metrics::{MetricsWindow, WorkloadMetrics};
@@ -128,12 +128,10 @@ pub fn check(
     }
     for test in &mut status.latency {
         let bound = test.bound_ms.unwrap_or(f64::INFINITY);
-        let evaluated = if test.histogram {
-            // Exact slow counts from histograms: the full two-sided test.
-            test.state.evaluate(&config)
-        } else {
-            LatencyQuantileState { bound, slow: test.state.clone() }.evaluate(&config)
-        };
+        // Exact slow counts from histograms get the full two-sided test; bracketed ones only
+        // the regression side.
+        let evaluated =
+            LatencyState { bound, exact: test.histogram, slow: test.state.clone() }.evaluate(&config);
         match evaluated {
             Ok(evaluation) => {
                 if evaluation.verdict == SequentialVerdict::Regression

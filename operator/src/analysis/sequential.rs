@@ -12,10 +12,9 @@
 //!   `ρλ / (ρλ + 1 − ρ)` when the canary fails `λ` times as often. The e-value is a mixture
 //!   likelihood ratio over `λ > 1` against `λ = 1`; the confidence sequence bounds `λ`, the
 //!   failure-rate ratio canary / primary.
-//! - [`LatencyHistogramState`]: the same test where a "failure" is a request slower than a
-//!   histogram bucket boundary.
-//! - [`LatencyQuantileState`] and [`slow_batch_from_quantiles`]: the same from the
-//!   p50/p90/p99 that the SMI Traffic Metrics API serves, with conservative counts.
+//! - [`LatencyState`]: the same test where a "failure" is a request slower than a bound, counted
+//!   exactly from histogram buckets or bracketed conservatively from the p50/p90/p99 that the
+//!   SMI Traffic Metrics API serves ([`slow_batch_from_quantiles`]).
 //! - [`SprtConfig`] and [`SprtState`]: Wald's SPRT for a known baseline `p0` against `p1`, the
 //!   information-limit benchmark.
 //!
@@ -761,46 +760,6 @@ pub fn bucket_bound_at_most(buckets: &[Bucket], limit: f64) -> Option<f64> {
         .fold(None, |acc, le| Some(acc.map_or(le, |a: f64| a.max(le))))
 }
 
-/// The latency test on histograms: the two-sample test where a "failure" is a request slower
-/// than `bound`. One-sided: a canary that is faster never triggers `Regression`.
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LatencyHistogramState {
-    /// The bucket boundary that separates fast from slow, in the histogram's unit.
-    pub bound: f64,
-    /// The two-sample state; its "failures" are slow requests.
-    #[serde(default)]
-    pub slow: SequentialState,
-}
-
-impl LatencyHistogramState {
-    /// An empty state classifying against `bound`, a finite bucket boundary.
-    pub fn new(bound: f64) -> Result<Self> {
-        if !bound.is_finite() {
-            return Err(SequentialError::InvalidParameter {
-                name: "bound",
-                value: bound,
-                expected: "a finite bucket boundary",
-            });
-        }
-        Ok(LatencyHistogramState { bound, slow: SequentialState::new() })
-    }
-
-    /// Adds one window's histograms. On error the state is left unchanged.
-    pub fn push(&mut self, canary: &[Bucket], primary: &[Bucket]) -> Result<()> {
-        let batch = slow_batch_from_histograms(canary, primary, self.bound)?;
-        self.slow.push(&batch)
-    }
-
-    /// As [`SequentialState::evaluate`]; the ratio is that of the slow fractions.
-    pub fn evaluate(&self, config: &SequentialConfig) -> Result<Evaluation> {
-        if !self.bound.is_finite() {
-            return Err(SequentialError::InvalidState(format!("bound = {} is not finite", self.bound)));
-        }
-        self.slow.evaluate(config)
-    }
-}
-
 /// One side's latency summary over a window, as the SMI Traffic Metrics API serves it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QuantileWindow<'a> {
@@ -844,8 +803,8 @@ pub fn slow_fraction_bounds(quantiles: &[(f64, f64)], bound: f64) -> Result<(f64
 /// regression test: the canary gets the fewest slow requests its quantiles allow, the primary
 /// the most. The e-value then never exceeds the one exact slow counts would give, so
 /// `Regression` keeps its α guarantee. The ratio's confidence sequence is biased low by the same
-/// choice, so `NoRegression` must not be drawn from such batches ([`LatencyQuantileState`]
-/// never reports it).
+/// choice, so `NoRegression` must not be drawn from such batches ([`LatencyState`] does not
+/// report it once it has counted one).
 pub fn slow_batch_from_quantiles(
     canary: &QuantileWindow<'_>,
     primary: &QuantileWindow<'_>,
@@ -866,21 +825,30 @@ pub fn slow_batch_from_quantiles(
     Batch::new(canary.requests, canary_slow, primary.requests, primary_slow)
 }
 
-/// The latency test on SMI quantiles: slow requests are bracketed by
-/// [`slow_batch_from_quantiles`]. Only `Regression` is sound here, so `evaluate` reports
-/// `Continue` where the histogram test would say `NoRegression`.
+/// The latency test: the two-sample test where a "failure" is a request slower than `bound`.
+/// One-sided: a canary that is faster never triggers `Regression`.
+///
+/// Windows from histograms ([`LatencyState::push_histograms`]) give exact slow counts. Windows
+/// from SMI quantiles ([`LatencyState::push_quantiles`]) only bracket them, conservatively for
+/// the regression test ([`slow_batch_from_quantiles`]); once one such window is counted, only
+/// `Regression` is sound, so `evaluate` reports `Continue` where the exact test would say
+/// `NoRegression`.
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct LatencyQuantileState {
-    /// The latency that separates fast from slow, in the quantiles' unit (ms for SMI).
+pub struct LatencyState {
+    /// The latency that separates fast from slow: a bucket boundary for histograms, in the
+    /// quantiles' unit (ms for SMI) otherwise.
     pub bound: f64,
-    /// The two-sample state; its "failures" are bracketed slow requests.
+    /// Every window so far came from histograms.
+    #[serde(default)]
+    pub exact: bool,
+    /// The two-sample state; its "failures" are slow requests.
     #[serde(default)]
     pub slow: SequentialState,
 }
 
-impl LatencyQuantileState {
-    /// An empty state classifying against `bound`.
+impl LatencyState {
+    /// An empty state classifying against `bound`, which must be finite.
     pub fn new(bound: f64) -> Result<Self> {
         if !bound.is_finite() {
             return Err(SequentialError::InvalidParameter {
@@ -889,22 +857,35 @@ impl LatencyQuantileState {
                 expected: "finite",
             });
         }
-        Ok(LatencyQuantileState { bound, slow: SequentialState::new() })
+        Ok(LatencyState { bound, exact: true, slow: SequentialState::new() })
     }
 
-    /// Adds one window. On error the state is left unchanged.
-    pub fn push(&mut self, canary: &QuantileWindow<'_>, primary: &QuantileWindow<'_>) -> Result<()> {
-        let batch = slow_batch_from_quantiles(canary, primary, self.bound)?;
+    /// Adds one window's histograms. On error the state is left unchanged.
+    pub fn push_histograms(&mut self, canary: &[Bucket], primary: &[Bucket]) -> Result<()> {
+        let batch = slow_batch_from_histograms(canary, primary, self.bound)?;
         self.slow.push(&batch)
     }
 
-    /// As [`SequentialState::evaluate`], with `NoRegression` replaced by `Continue`.
+    /// Adds one window of SMI quantiles. On error the state is left unchanged.
+    pub fn push_quantiles(
+        &mut self,
+        canary: &QuantileWindow<'_>,
+        primary: &QuantileWindow<'_>,
+    ) -> Result<()> {
+        let batch = slow_batch_from_quantiles(canary, primary, self.bound)?;
+        self.slow.push(&batch)?;
+        self.exact = false;
+        Ok(())
+    }
+
+    /// As [`SequentialState::evaluate`]; the ratio is that of the slow fractions. Without exact
+    /// counts, `NoRegression` is replaced by `Continue`.
     pub fn evaluate(&self, config: &SequentialConfig) -> Result<Evaluation> {
         if !self.bound.is_finite() {
             return Err(SequentialError::InvalidState(format!("bound = {} is not finite", self.bound)));
         }
         let mut evaluation = self.slow.evaluate(config)?;
-        if evaluation.verdict == SequentialVerdict::NoRegression {
+        if !self.exact && evaluation.verdict == SequentialVerdict::NoRegression {
             evaluation.verdict = SequentialVerdict::Continue;
         }
         Ok(evaluation)
@@ -1669,7 +1650,7 @@ mod tests {
         // The schemas generate (the lead embeds these in the Rollout status).
         let schema = serde_json::to_value(schemars::schema_for!(SequentialState)).unwrap();
         assert!(schema.to_string().contains("shareMin"));
-        let schema = serde_json::to_value(schemars::schema_for!(LatencyHistogramState)).unwrap();
+        let schema = serde_json::to_value(schemars::schema_for!(LatencyState)).unwrap();
         assert!(schema.to_string().contains("bound"));
         let _ = schemars::schema_for!(SprtState);
         let _ = schemars::schema_for!(SequentialConfig);
@@ -1947,8 +1928,7 @@ mod tests {
                 slow_batch_from_histograms(&good, &good, bound),
                 Err(SequentialError::InvalidParameter { .. })
             ));
-            assert!(LatencyHistogramState::new(bound).is_err());
-            assert!(LatencyQuantileState::new(bound).is_err());
+            assert!(LatencyState::new(bound).is_err());
         }
     }
 
@@ -1966,14 +1946,14 @@ mod tests {
     #[test]
     fn latency_histogram_state_detects_a_slow_canary_and_clears_a_fast_one() {
         let config = SequentialConfig::default();
-        let mut slow = LatencyHistogramState::new(250.0).unwrap();
-        let mut fast = LatencyHistogramState::new(250.0).unwrap();
+        let mut slow = LatencyState::new(250.0).unwrap();
+        let mut fast = LatencyState::new(250.0).unwrap();
         let primary = histogram(&[(100.0, 4500.0), (250.0, 8800.0), (f64::INFINITY, 9000.0)]);
         let slow_canary = histogram(&[(100.0, 300.0), (250.0, 800.0), (f64::INFINITY, 1000.0)]);
         let fast_canary = histogram(&[(100.0, 600.0), (250.0, 990.0), (f64::INFINITY, 1000.0)]);
         for _ in 0..5 {
-            slow.push(&slow_canary, &primary).unwrap();
-            fast.push(&fast_canary, &primary).unwrap();
+            slow.push_histograms(&slow_canary, &primary).unwrap();
+            fast.push_histograms(&fast_canary, &primary).unwrap();
         }
         let s = slow.evaluate(&config).unwrap();
         assert_eq!(s.verdict, SequentialVerdict::Regression, "{s:?}");
@@ -1983,12 +1963,12 @@ mod tests {
         assert_eq!((f.canary_requests, f.canary_failures), (5000.0, 50.0));
         // A bad window leaves the state unchanged; the state round-trips.
         let before = slow.clone();
-        assert!(slow.push(&histogram(&[(f64::INFINITY, 1.0)]), &primary).is_err());
+        assert!(slow.push_histograms(&histogram(&[(f64::INFINITY, 1.0)]), &primary).is_err());
         assert_eq!(slow, before);
         let json = serde_json::to_value(&slow).unwrap();
         assert_eq!(json["bound"], 250.0);
         assert!(json["slow"].get("canaryFailures").is_some());
-        assert_eq!(serde_json::from_value::<LatencyHistogramState>(json).unwrap(), slow);
+        assert_eq!(serde_json::from_value::<LatencyState>(json).unwrap(), slow);
         let mut broken = slow.clone();
         broken.bound = f64::NAN;
         assert!(matches!(broken.evaluate(&config), Err(SequentialError::InvalidState(_))));
@@ -2034,17 +2014,17 @@ mod tests {
         assert!(slow_batch_from_quantiles(&canary, &bad, 250.0).is_err());
         // The state: regression is reported, NoRegression never is.
         let config = SequentialConfig::default();
-        let mut state = LatencyQuantileState::new(250.0).unwrap();
+        let mut state = LatencyState::new(250.0).unwrap();
         for _ in 0..3 {
-            state.push(&canary, &primary).unwrap();
+            state.push_quantiles(&canary, &primary).unwrap();
         }
         assert_eq!(state.evaluate(&config).unwrap().verdict, SequentialVerdict::Regression);
-        let mut healthy = LatencyQuantileState::new(1000.0).unwrap();
+        let mut healthy = LatencyState::new(1000.0).unwrap();
         let fast_q = [(0.5, 10.0), (0.99, 20.0)];
         let fast = QuantileWindow { requests: 100_000.0, quantiles: &fast_q };
         let slowish_q = [(0.5, 500.0), (0.9, 1500.0)];
         let slowish = QuantileWindow { requests: 100_000.0, quantiles: &slowish_q };
-        healthy.push(&fast, &slowish).unwrap();
+        healthy.push_quantiles(&fast, &slowish).unwrap();
         let evaluation = healthy.evaluate(&config).unwrap();
         assert!(evaluation.ratio_upper.is_some_and(|u| u < config.margin), "{evaluation:?}");
         assert_eq!(evaluation.verdict, SequentialVerdict::Continue);
@@ -2052,7 +2032,7 @@ mod tests {
         broken.bound = f64::INFINITY;
         assert!(broken.evaluate(&config).is_err());
         let before = healthy.clone();
-        assert!(healthy.push(&bad, &primary).is_err());
+        assert!(healthy.push_quantiles(&bad, &primary).is_err());
         assert_eq!(healthy, before);
     }
 
