@@ -638,3 +638,28 @@ async fn an_unusable_notification_secret_is_reported_by_field() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_receiver_nobody_listens_on_is_retried_then_reported() {
+    let client = client().await;
+    let ns = namespace(&client, "wh-refused").await;
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let rollout = stored_rollout(
+        &client,
+        &ns,
+        json!({"webhooks": [
+            hook("gone", "rollout", &format!("http://127.0.0.1:{port}/gone"), json!({"retries": 2}))
+        ]}),
+    )
+    .await;
+    let outcome = call_first(&webhooks(&client).await, &rollout).await;
+    assert_eq!((outcome.ok, outcome.code, outcome.attempts), (false, None, 3), "{outcome:?}");
+    assert!(outcome.message.starts_with("cannot connect: "), "{}", outcome.message);
+    assert!(outcome.message.ends_with(" (3 attempts)"), "{}", outcome.message);
+    assert!(
+        !outcome.message.contains(&port.to_string()),
+        "the URL is not in the message: {}",
+        outcome.message
+    );
+}

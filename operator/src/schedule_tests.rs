@@ -268,3 +268,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn day_of_month_and_day_of_week_match_either_as_in_vixie_cron() {
+    // 2026-12-01 is a Tuesday; 2026-11-30 a Monday.
+    let s = schedule(vec![window("0 9 1 * MON", "1h", "UTC")]);
+    assert_eq!(state(&s, "2026-11-27T12:00:00Z"), closed("2026-11-30T09:00:00Z"), "a Monday");
+    assert_eq!(state(&s, "2026-11-30T12:00:00Z"), closed("2026-12-01T09:00:00Z"), "the 1st, a Tuesday");
+}
+
+#[test]
+fn last_day_and_nth_weekday_extensions() {
+    // L: the last day of the month; FRI#1: the first Friday (2026-12-04).
+    let last = schedule(vec![window("0 18 L * *", "2h", "UTC")]);
+    assert_eq!(state(&last, "2026-11-02T00:00:00Z"), closed("2026-11-30T18:00:00Z"));
+    let first_friday = schedule(vec![window("0 9 * * FRI#1", "8h", "UTC")]);
+    assert_eq!(state(&first_friday, "2026-11-28T00:00:00Z"), closed("2026-12-04T09:00:00Z"));
+    // 15W: the weekday nearest the 15th (Sunday 2026-11-15 → Monday the 16th).
+    let nearest = schedule(vec![window("0 9 15W * *", "1h", "UTC")]);
+    assert_eq!(state(&nearest, "2026-11-02T00:00:00Z"), closed("2026-11-16T09:00:00Z"));
+    // 5L: the last Friday (2026-11-27).
+    let last_friday = schedule(vec![window("0 9 * * 5L", "1h", "UTC")]);
+    assert_eq!(state(&last_friday, "2026-11-02T00:00:00Z"), closed("2026-11-27T09:00:00Z"));
+    // Steps over a range: 09:00, 11:00, ..., 17:00.
+    let every_other = schedule(vec![window("0 9-17/2 * * *", "30m", "UTC")]);
+    assert_eq!(state(&every_other, "2026-11-02T09:45:00Z"), closed("2026-11-02T11:00:00Z"));
+}

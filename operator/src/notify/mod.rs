@@ -156,6 +156,13 @@ impl Message {
         format!("{}/{}: {}", self.namespace, self.rollout, self.kind.headline())
     }
 
+    /// The engine's words without a leading repeat of the headline (`rolled back: ` after a
+    /// title that already says "rolled back"), for bodies that show both.
+    pub fn detail(&self) -> &str {
+        let prefix = format!("{}: ", self.kind.headline());
+        self.text.strip_prefix(&prefix).unwrap_or(&self.text)
+    }
+
     /// The gates worth showing: those that did not pass for failures, all of them for a passed
     /// step, none otherwise.
     pub fn shown_gates(&self) -> Vec<&GateStatus> {

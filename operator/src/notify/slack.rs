@@ -31,8 +31,8 @@ pub fn render(message: &Message) -> Value {
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("{} {}", icon(message), message.title()), HEADER_MAX), "emoji": true}}),
     ];
-    if !message.text.is_empty() {
-        blocks.push(section(&escape(&message.text)));
+    if !message.detail().is_empty() {
+        blocks.push(section(&escape(message.detail())));
     }
     let mut fields = vec![
         field("Rollout", &format!("{}/{}", message.namespace, message.rollout)),
@@ -63,9 +63,9 @@ pub fn render(message: &Message) -> Value {
 /// The notification text: title and what happened.
 fn fallback(message: &Message) -> String {
     let mut text = format!("[{}] {}", severity_word(message.severity), escape(&message.title()));
-    if !message.text.is_empty() {
+    if !message.detail().is_empty() {
         text.push_str(": ");
-        text.push_str(&escape(&message.text));
+        text.push_str(&escape(message.detail()));
     }
     text
 }

@@ -39,8 +39,8 @@ pub fn render(message: &Message) -> Value {
         "color": color(message),
         "wrap": true
     })];
-    if !message.text.is_empty() {
-        body.push(json!({"type": "TextBlock", "text": truncate(&message.text, TEXT_MAX), "wrap": true}));
+    if !message.detail().is_empty() {
+        body.push(json!({"type": "TextBlock", "text": truncate(message.detail(), TEXT_MAX), "wrap": true}));
     }
     let fact = |title: &str, value: String| json!({"title": title, "value": truncate(&value, TEXT_MAX)});
     body.push(json!({"type": "FactSet", "facts": [
@@ -75,7 +75,7 @@ pub fn render(message: &Message) -> Value {
                 "$schema": SCHEMA,
                 "type": "AdaptiveCard",
                 "version": CARD_VERSION,
-                "fallbackText": truncate(&format!("{}: {}", message.title(), message.text), TEXT_MAX),
+                "fallbackText": truncate(&format!("{}: {}", message.title(), message.detail()), TEXT_MAX),
                 "body": body
             }
         }]

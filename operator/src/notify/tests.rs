@@ -212,7 +212,11 @@ fn slack_bodies_follow_block_kit() {
     assert!(all.contains("threshold &gt;= 99.5"), "{all}");
     assert!(all.contains("*Failing gates*"), "{all}");
     assert!(!all.contains("latency.p99"), "passing gates are not listed on a rollback: {all}");
-    assert!(body["text"].as_str().unwrap().starts_with("[error] shop/web: rolled back: "));
+    assert_eq!(
+        body["text"],
+        "[error] shop/web: rolled back: 1 failed check &gt; tolerance 0; step 2/5: successRate 97.8 &lt; 99.5",
+        "the engine's leading 'rolled back:' is not repeated after the title"
+    );
 
     // Over-long engine text and names are cut to Slack's limits.
     let long = Message { text: "x".repeat(10_000), rollout: "r".repeat(300), ..rolled_back() };
@@ -341,4 +345,24 @@ fn the_global_file_is_a_yaml_list_and_errors_name_the_item() {
             .starts_with("notifications file /nonexistent/serin-notifications.yaml: cannot read it"),
         "{err}"
     );
+}
+
+/// The reconciler runs on a multi-threaded runtime: calls must be `Send` futures, and the
+/// clients shareable.
+#[tokio::test]
+async fn futures_are_send_and_clients_are_shareable() {
+    fn send<T: Send>(_: &T) {}
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Notifier>();
+    shareable::<crate::webhooks::Webhooks>();
+    shareable::<SecretReader>();
+    crate::ensure_crypto_provider();
+    let client = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+    let notifier = Notifier::new(client.clone(), Vec::new()).unwrap();
+    let hooks = crate::webhooks::Webhooks::new(client).unwrap();
+    let rollout = rollout();
+    let status = status();
+    let payload = crate::webhooks::Payload::new(&rollout, &status, crate::api::WebhookType::Event);
+    send(&notifier.notify(&rollout, &status, &[]));
+    send(&hooks.call_all(&rollout, crate::api::WebhookType::Event, &payload));
 }

@@ -30,6 +30,8 @@ pub struct HttpClients {
 
 impl HttpClients {
     /// Builds both clients. Installs the ring crypto provider first if none is installed.
+    /// Certificates are verified against the system's CA store; on a machine without one
+    /// (a distroless image), against Mozilla's roots built into Serin.
     pub fn new() -> Result<Self, reqwest::Error> {
         crate::ensure_crypto_provider();
         let builder = || {
@@ -38,10 +40,20 @@ impl HttpClients {
                 .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(Duration::from_secs(10))
         };
-        Ok(HttpClients {
-            verified: builder().build()?,
-            insecure: builder().tls_danger_accept_invalid_certs(true).build()?,
-        })
+        let verified = match builder().build() {
+            Ok(client) => client,
+            Err(platform) => {
+                tracing::warn!(
+                    error = %platform,
+                    "no usable system CA certificates; verifying webhook and notification receivers against Mozilla's roots built into Serin"
+                );
+                let roots = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                    .iter()
+                    .filter_map(|der| reqwest::Certificate::from_der(der.as_ref()).ok());
+                builder().tls_certs_only(roots).build()?
+            }
+        };
+        Ok(HttpClients { verified, insecure: builder().tls_danger_accept_invalid_certs(true).build()? })
     }
 
     /// The client for a receiver: certificate verification on unless `insecure`.
