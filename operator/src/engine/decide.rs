@@ -411,8 +411,18 @@ impl Ctx<'_> {
     /// refused. Entries of webhooks no longer in the spec are dropped.
     fn record_hooks(&mut self) {
         let spec = self.spec;
+        // Only the calls this status asked for count: deciding again on the output (where none
+        // is due any more) records nothing twice, and an outcome meant for an earlier state is
+        // ignored.
+        let due: Vec<(String, WebhookType)> = hooks_due(spec, &self.next, self.obs, self.now)
+            .into_iter()
+            .map(|h| (h.name.clone(), h.type_))
+            .collect();
         self.next.hooks.retain(|r| spec.webhooks.iter().any(|h| h.name == r.name && h.type_ == r.type_));
         for outcome in &self.obs.hooks {
+            if !due.iter().any(|(name, type_)| *name == outcome.name && *type_ == outcome.type_) {
+                continue;
+            }
             let Some(hook) =
                 spec.webhooks.iter().find(|h| h.name == outcome.name && h.type_ == outcome.type_)
             else {

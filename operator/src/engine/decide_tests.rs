@@ -1026,8 +1026,11 @@ mod properties {
                 if d.status.waiting.as_ref().is_some_and(|w| w.before == crate::api::WaitGate::Start) {
                     prop_assert_eq!((d.desired.canary_weight, d.desired.canary_replicas), (0, 0));
                 }
-                // Frozen never changes weights by itself.
-                if before.phase == Phase::Frozen && d.status.phase == Phase::Frozen {
+                // Frozen never changes weights by itself (a human's promote may move it on, and a
+                // canary still failing there freezes again; a new revision starts over).
+                if before.phase == Phase::Frozen && d.status.phase == Phase::Frozen && !manual
+                    && d.status.canary_revision == before.canary_revision
+                {
                     prop_assert_eq!(d.status.canary_weight, before.canary_weight);
                     prop_assert_eq!(d.status.step, before.step);
                     prop_assert_eq!(d.desired.canary_weight, before.canary_weight);
