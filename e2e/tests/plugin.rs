@@ -270,7 +270,7 @@ async fn promote_takes_one_step_promote_full_promotes_and_both_refuse_when_idle(
     let before = story.rollout().await.annotations().get("serin.dev/request").cloned();
     let run = story.serin(&["promote", "web"]).await.expect(1);
     let line = one_line(&run.stderr);
-    assert!(line.contains("cannot promote rollout web: rollout web is Idle: only a progressing or paused rollout can be promoted"), "{line}");
+    assert!(line.contains("cannot promote rollout web: rollout web is Idle: only a progressing, paused, waiting or frozen rollout can be promoted"), "{line}");
     assert_eq!(
         story.rollout().await.annotations().get("serin.dev/request").cloned(),
         before,
@@ -289,7 +289,7 @@ async fn promote_takes_one_step_promote_full_promotes_and_both_refuse_when_idle(
     let line = one_line(&run.stderr);
     assert!(
         line.contains(
-            "Serin refused request promote/by-hand: only a progressing or paused rollout can be promoted"
+            "Serin refused request promote/by-hand: only a progressing, paused, waiting or frozen rollout can be promoted"
         ),
         "{line}"
     );
