@@ -435,6 +435,40 @@ fn the_image_holds_the_binaries_the_chart_runs() {
     );
 }
 
+/// Every leaf of `values`, as dotted paths.
+fn leaves(prefix: &str, value: &Value, out: &mut Vec<String>) {
+    match value.as_object() {
+        Some(map) if !map.is_empty() => {
+            for (key, child) in map {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                leaves(&path, child, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn every_value_is_documented_in_the_charts_readme() {
+    let dir = repo_root().join(CHART);
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(dir.join("values.yaml")).unwrap()).unwrap();
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let mut paths = Vec::new();
+    leaves("", &values, &mut paths);
+    // A value is documented by a table row of its own, or of an enclosing value documented whole
+    // (e.g. `resources`).
+    let undocumented: Vec<&String> = paths
+        .iter()
+        .filter(|path| {
+            let parts: Vec<&str> = path.split('.').collect();
+            !(1..=parts.len()).any(|n| readme.contains(&format!("| `{}` |", parts[..n].join("."))))
+        })
+        .collect();
+    assert!(undocumented.is_empty(), "values missing from {CHART}/README.md: {undocumented:?}");
+    assert!(paths.len() > 50, "the walk found only {} values", paths.len());
+}
+
 // ----- on the cluster ---------------------------------------------------------------------------
 
 /// Applies rendered objects of the kinds given (server-side, as the e2e manager).
