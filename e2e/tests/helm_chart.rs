@@ -793,9 +793,12 @@ async fn as_the_charts_service_account_the_operator_promotes_a_canary_and_hands_
     let kubeconfig = install_identity(&client, &rbac_objects(&objects), &release_ns, &account).await;
 
     let app = App::deploy(&client, &app_ns, None).await;
+    // A second app, with metric gates, so that the operator reads the Traffic Metrics API.
+    let gated_ns = namespace(&client, "helm-gated").await;
+    let gated = App::deploy(&client, &gated_ns, Some(gates())).await;
     let container = operator_container(&objects, &release);
     let operator = Operator::start_with(OperatorOptions {
-        namespaces: vec![app_ns.clone()],
+        namespaces: vec![app_ns.clone(), gated_ns.clone()],
         kubeconfig: Some(kubeconfig),
         args: local_args(&container),
         env: vec![("POD_NAME".into(), format!("{release}-0")), ("POD_NAMESPACE".into(), release_ns.clone())],
@@ -808,8 +811,29 @@ async fn as_the_charts_service_account_the_operator_promotes_a_canary_and_hands_
         operator.log_tail()
     );
     assert_eq!(outcome.reached, [Milestone::Initialized, Milestone::Promoted, Milestone::HandedBack]);
+
     let log = std::fs::read_to_string(&operator.log).unwrap();
     assert!(!log.contains("forbidden") && !log.contains("Forbidden"), "{}", operator.log_tail());
+
+    // The metric read is allowed: no Traffic Metrics API is registered on this cluster, so the
+    // API server answers that it has no such object, and the gates are evaluated on that answer
+    // (insufficient data). Without the rule, the read is refused and no gate is evaluated.
+    assert!(gated.reached(Milestone::Initialized).await, "the gated app was initialized too");
+    gated.act(Milestone::Promoted).await;
+    let verdicts = eventually("the gated canary's gates evaluated", WAIT, || async {
+        let status = gated.rollouts.get("web").await.ok()?.status?;
+        (!status.gates.is_empty()).then_some(status.gates)
+    })
+    .await;
+    assert!(verdicts.iter().all(|g| g.verdict == serin::api::Verdict::InsufficientData), "{verdicts:?}");
+    let log = std::fs::read_to_string(&operator.log).unwrap();
+    assert!(!log.contains("forbidden") && !log.contains("Forbidden"), "{}", operator.log_tail());
+}
+
+/// Metric gates from the SMI Traffic Metrics API, holding while there is no data.
+fn gates() -> Value {
+    json!({"gates": {"successRate": {"min": 99}}, "minRequests": 1,
+           "onInsufficientData": {"action": "hold", "deadline": "10m"}})
 }
 
 /// One rule taken out of the chart's roles, and what the operator does without it.
@@ -896,10 +920,7 @@ async fn run_case(client: &Client, case: &Case) -> Option<String> {
 
     // The metrics rule is only exercised by a Rollout with metric gates.
     let reads_metrics = strings(&case.rule["apiGroups"]) == ["metrics.smi-spec.io"];
-    let analysis = reads_metrics.then(|| {
-        json!({"gates": {"successRate": {"min": 99}}, "minRequests": 1,
-               "onInsufficientData": {"action": "hold", "deadline": "10m"}})
-    });
+    let analysis = reads_metrics.then(gates);
     let app = App::deploy(client, &ns, analysis).await;
     let container = operator_container(&objects, release);
     let operator = Operator::start_with(OperatorOptions {
@@ -933,6 +954,12 @@ async fn run_case(client: &Client, case: &Case) -> Option<String> {
     // And the rollout is not where the full role takes it.
     if app.reached(milestone).await {
         return Some(format!("{}: refused ({line}), yet {milestone:?} was reached", case.name));
+    }
+    if reads_metrics {
+        let status = app.rollouts.get("web").await.ok().and_then(|r| r.status).unwrap_or_default();
+        if !status.gates.is_empty() {
+            return Some(format!("{}: refused, yet the gates were evaluated: {:?}", case.name, status.gates));
+        }
     }
     let refusal = plain.find("cannot ").map(|i| &plain[i..]).unwrap_or(&plain);
     let refusal = refusal.split(" in the namespace").next().unwrap_or(refusal);
