@@ -150,6 +150,85 @@ pub fn serin_binary() -> &'static Path {
     PATH.get_or_init(|| workspace_binary("serin", "serin"))
 }
 
+/// Writes a kubeconfig that authenticates as ServiceAccount `ns/name` with a token from the
+/// TokenRequest API (valid one hour, like `kubectl create token`), for the local cluster, and
+/// returns its path.
+pub async fn service_account_kubeconfig(client: &Client, ns: &str, name: &str) -> PathBuf {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let request = TokenRequest {
+        spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() },
+        ..Default::default()
+    };
+    let answer = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for ServiceAccount {ns}/{name}: {e}"));
+    let token = answer.status.expect("a TokenRequest answer carries a status").token;
+    let admin = Kubeconfig::read_from(kubeconfig()).unwrap();
+    let cluster = admin.clusters[0].cluster.clone().expect("the admin kubeconfig names its cluster");
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "serin-e2e", "cluster": {
+            "server": cluster.server,
+            "certificate-authority-data": cluster.certificate_authority_data,
+        }}],
+        "users": [{"name": format!("{ns}-{name}"), "user": {"token": token}}],
+        "contexts": [{"name": "serin-e2e", "context": {"cluster": "serin-e2e", "user": format!("{ns}-{name}")}}],
+        "current-context": "serin-e2e",
+    });
+    let path = std::env::temp_dir().join(format!("serin-sa-{ns}-{name}-{}.kubeconfig", std::process::id()));
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    path
+}
+
+/// The `helm` binary (Helm v3, pinned by `e2e/tools/helm/go.mod`), built by `e2e/build-tools
+/// --helm` on first use (about 2 minutes on 2 cores) and cached under `~/.cache/serin/bin`.
+pub fn helm_binary() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let script = repo_root().join("e2e/build-tools");
+        let out = std::process::Command::new(&script)
+            .arg("--helm")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(out.status.success(), "`e2e/build-tools --helm` failed ({}); its log is above", out.status);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let path = PathBuf::from(stdout.trim().lines().last().unwrap_or_default());
+        assert!(path.is_file(), "`e2e/build-tools --helm` printed {path:?}, which is not a file");
+        path
+    })
+}
+
+/// Runs `helm <args>` with Helm's config, cache and data directories in a temporary directory
+/// of this test binary, and returns its output. Commands that talk to a cluster (`install`,
+/// `upgrade`, `uninstall`, `status`, `list`, `get`, `history`, `rollback`, `test`) get the
+/// local cluster's admin kubeconfig; the others (`lint`, `template`, ...) get none, so they
+/// work offline.
+pub fn helm(args: &[&str]) -> std::process::Output {
+    const ONLINE: [&str; 9] =
+        ["install", "upgrade", "uninstall", "status", "list", "get", "history", "rollback", "test"];
+    let kubeconfig_path = match args.first() {
+        Some(command) if ONLINE.contains(command) => kubeconfig().to_path_buf(),
+        _ => PathBuf::from("/nonexistent/kubeconfig"),
+    };
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    let home = HOME.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("serin-helm-home-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    std::process::Command::new(helm_binary())
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run helm {args:?}: {e}"))
+}
+
 /// The last `lines` lines of a log file, for assertion messages.
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -157,24 +236,55 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A running operator process watching one namespace. Killed when dropped.
+/// A running operator process. Killed when dropped.
 pub struct Operator {
     child: std::process::Child,
     /// Where its log goes.
     pub log: PathBuf,
 }
 
+/// How to start an [`Operator`]: [`Operator::start`] is the common case, one namespace as the
+/// cluster's admin; [`Operator::start_with`] takes these.
+#[derive(Clone, Debug, Default)]
+pub struct OperatorOptions {
+    /// `--namespace` (comma-joined); all namespaces when empty.
+    pub namespaces: Vec<String>,
+    /// The identity it runs as; the admin kubeconfig when `None`.
+    pub kubeconfig: Option<PathBuf>,
+    /// More arguments after `run`.
+    pub args: Vec<String>,
+    /// More environment variables.
+    pub env: Vec<(String, String)>,
+}
+
 impl Operator {
-    /// Starts `serin run --namespace <ns>` against the local cluster.
+    /// Starts `serin run --namespace <ns>` against the local cluster, as its admin.
     pub fn start(namespace: &str) -> Self {
+        Operator::start_with(OperatorOptions {
+            namespaces: vec![namespace.to_string()],
+            ..Default::default()
+        })
+    }
+
+    /// Starts `serin run` with `options`.
+    pub fn start_with(options: OperatorOptions) -> Self {
         static STARTS: AtomicU32 = AtomicU32::new(0);
+        let scope =
+            if options.namespaces.is_empty() { "all".to_string() } else { options.namespaces.join("+") };
         let log = std::env::temp_dir()
-            .join(format!("serin-operator-{namespace}-{}.log", STARTS.fetch_add(1, Ordering::Relaxed)));
+            .join(format!("serin-operator-{scope}-{}.log", STARTS.fetch_add(1, Ordering::Relaxed)));
         let file = std::fs::File::create(&log).unwrap();
-        let child = std::process::Command::new(serin_binary())
-            .args(["run", "--namespace", namespace])
-            .env("KUBECONFIG", kubeconfig())
+        let mut command = std::process::Command::new(serin_binary());
+        command.arg("run");
+        if !options.namespaces.is_empty() {
+            command.args(["--namespace", &options.namespaces.join(",")]);
+        }
+        let kubeconfig = options.kubeconfig.unwrap_or_else(|| kubeconfig().to_path_buf());
+        let child = command
+            .args(&options.args)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
+            .envs(options.env)
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()

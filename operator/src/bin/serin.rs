@@ -26,11 +26,12 @@ enum Command {
     Crd,
     /// Run the operator against the cluster in KUBECONFIG (or in-cluster config).
     ///
-    /// Example: RUST_LOG=info serin run --namespace shop
+    /// Example: RUST_LOG=info serin run --namespace shop,checkout
     Run {
-        /// Watch only this namespace (default: all namespaces).
-        #[arg(long, short = 'n')]
-        namespace: Option<String>,
+        /// Watch only these namespaces: comma-separated, or the flag repeated (default: all
+        /// namespaces).
+        #[arg(long = "namespace", short = 'n', value_name = "NAMESPACE", value_delimiter = ',')]
+        namespaces: Vec<String>,
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print_crd(),
-        Command::Run { namespace, log_format, notifications } => {
+        Command::Run { namespaces, log_format, notifications } => {
             serin::logging::init(log_format);
             serin::ensure_crypto_provider();
             // A bad file stops the operator at start, naming the file and the item.
@@ -83,7 +84,7 @@ fn main() -> ExitCode {
                     }
                 };
                 tracing::info!(global_receivers = notifier.global().len(), "notifications ready");
-                let options = Options { namespace, instance };
+                let options = Options { namespaces: namespace_list(namespaces), instance };
                 let sources = Sources {
                     traffic_metrics: TrafficMetricsApi::new(client.clone()),
                     prometheus: PrometheusSource::default(),
@@ -100,6 +101,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The namespaces to watch: blanks dropped (`--namespace a,,b` or a trailing comma from a
+/// template), each named once, in the order given.
+fn namespace_list(given: Vec<String>) -> Vec<String> {
+    let mut list: Vec<String> = Vec::new();
+    for ns in given.into_iter().map(|ns| ns.trim().to_string()).filter(|ns| !ns.is_empty()) {
+        if !list.contains(&ns) {
+            list.push(ns);
+        }
+    }
+    list
+}
+
 fn print_crd() -> ExitCode {
     match serin::crdgen::rollout_crd_yaml() {
         Ok(yaml) => match std::io::stdout().write_all(yaml.as_bytes()) {
@@ -113,5 +126,28 @@ fn print_crd() -> ExitCode {
             eprintln!("serin crd: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Vec<String> {
+        match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Run { namespaces, .. }) => namespace_list(namespaces),
+            Ok(Command::Crd) => panic!("parsed as crd"),
+            Err(err) => panic!("{args:?}: {err}"),
+        }
+    }
+
+    #[test]
+    fn namespaces_are_comma_separated_or_repeated_and_default_to_all() {
+        assert!(parsed(&["serin", "run"]).is_empty(), "no flag: all namespaces");
+        assert_eq!(parsed(&["serin", "run", "--namespace", "a"]), ["a"]);
+        assert_eq!(parsed(&["serin", "run", "--namespace", "a,b"]), ["a", "b"]);
+        assert_eq!(parsed(&["serin", "run", "-n", "a", "-n", "b", "--namespace=c"]), ["a", "b", "c"]);
+        assert_eq!(parsed(&["serin", "run", "--namespace", "b,a,b,", "-n", " a "]), ["b", "a"]);
+        assert!(parsed(&["serin", "run", "--namespace", ""]).is_empty(), "blank: all namespaces");
     }
 }

@@ -62,8 +62,8 @@ pub enum Error {
 /// Options for [`run`].
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// Watch one namespace only; all namespaces when `None`.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces; all namespaces when empty.
+    pub namespaces: Vec<String>,
     /// Identity of this process in Events.
     pub instance: Option<String>,
 }
@@ -108,13 +108,51 @@ where
 }
 
 /// Runs the controller until the process is stopped.
+///
+/// With a list of namespaces, each namespace gets a controller of its own (its own watches,
+/// caches and work queue), all in this process. They do not share a cache: a cache fed by
+/// several namespaces' watches would be replaced whole by each namespace's (re)list, dropping
+/// the other namespaces' objects until their next event. A controller needs only the
+/// permissions of its own namespace, so a Role per namespace is enough.
 pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource>) -> Result<(), Error> {
-    let ns = options.namespace.as_deref();
     let served = served_versions(&client).await?;
     let version = choose_version(crate::api::SmiVersion::Auto, &served)?;
     let default_router = SmiTrafficSplit::new(version).ok_or(TrafficError::NoTrafficSplit)?;
     info!(served = ?served, writing = version, "discovered TrafficSplit versions");
+    let instance = options.instance.clone().unwrap_or_else(|| format!("pid-{}", std::process::id()));
+    let scopes: Vec<Option<&str>> = if options.namespaces.is_empty() {
+        info!("watching all namespaces");
+        vec![None]
+    } else {
+        info!(namespaces = ?options.namespaces, "watching namespaces");
+        options.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+    };
+    let controllers = scopes.into_iter().map(|ns| {
+        let shared = Shared {
+            client: client.clone(),
+            served: served.clone(),
+            default_router: default_router.clone(),
+            metrics: metrics.clone(),
+            instance: instance.clone(),
+        };
+        controller(shared, ns)
+    });
+    futures::future::join_all(controllers).await;
+    Ok(())
+}
 
+/// What every namespace's controller shares.
+struct Shared {
+    client: Client,
+    served: Vec<String>,
+    default_router: SmiTrafficSplit,
+    metrics: Arc<dyn MetricSource>,
+    instance: String,
+}
+
+/// Runs one controller over `ns` (all namespaces when `None`) until the process is stopped.
+async fn controller(shared: Shared, ns: Option<&str>) {
+    let Shared { client, served, default_router, metrics, instance } = shared;
     let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let (deployments, deployment_writer) = reflector::store();
     let deployment_stream =
@@ -151,7 +189,7 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
         served_split_versions: served,
         default_router,
         metrics,
-        instance: options.instance.clone().unwrap_or_else(|| format!("pid-{}", std::process::id())),
+        instance,
     });
 
     let controller = Controller::new(api::<Rollout>(&client, ns), watcher::Config::default());
@@ -207,7 +245,6 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
             }
         })
         .await;
-    Ok(())
 }
 
 fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Action {
