@@ -5,16 +5,21 @@
 //!   Metrics).
 //! - [`quantity`]: exact Kubernetes quantities, used by both.
 //! - [`crdgen`]: the generated CRD YAML committed under `crds/`.
+//! - [`runtime`], [`leader`], [`telemetry`]: the operator process: flags, leader election,
+//!   metrics, traces and health endpoints.
 pub mod analysis;
 pub mod api;
 pub mod crdgen;
 pub mod duration;
 pub mod engine;
+pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod plugin;
 pub mod quantity;
+pub mod runtime;
 pub mod smi;
+pub mod telemetry;
 pub mod traffic;
 
 /// Installs rustls' ring provider as the process default, once. kube and reqwest both use

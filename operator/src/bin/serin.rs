@@ -34,6 +34,9 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Operations: metrics and health endpoint, leader election, traces.
+        #[command(flatten)]
+        ops: serin::runtime::OpsArgs,
     },
 }
 
@@ -41,7 +44,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print_crd(),
-        Command::Run { namespace, log_format } => {
+        Command::Run { namespace, log_format, ops } => {
             serin::logging::init(log_format);
             serin::ensure_crypto_provider();
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -52,26 +55,33 @@ fn main() -> ExitCode {
                 }
             };
             runtime.block_on(async move {
-                let client = match kube::Client::try_default().await {
-                    Ok(client) => client,
+                let instance = std::env::var("POD_NAME")
+                    .ok()
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or_else(|| format!("pid-{}", std::process::id()));
+                let mut ops = match serin::runtime::Runtime::start(&ops, &instance).await {
+                    Ok(ops) => ops,
                     Err(err) => {
-                        tracing::error!(error = %err, "cannot reach the Kubernetes API (check KUBECONFIG)");
+                        tracing::error!(error = %err, "cannot start");
                         return ExitCode::FAILURE;
                     }
                 };
-                let instance =
-                    std::env::var("POD_NAME").ok().or_else(|| Some(format!("pid-{}", std::process::id())));
-                let options = Options { namespace, instance };
+                let client = ops.client();
+                let options = Options { namespace, instance: Some(instance), telemetry: ops.telemetry() };
                 let sources = Sources {
                     traffic_metrics: TrafficMetricsApi::new(client.clone()),
                     prometheus: PrometheusSource::default(),
                 };
-                match reconcile::run(client, options, Arc::new(sources)).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(err) => {
+                let outcome = ops.lead(reconcile::run(client, options, Arc::new(sources))).await;
+                ops.shutdown();
+                match outcome {
+                    Ok(Ok(())) => ExitCode::SUCCESS,
+                    Ok(Err(err)) => {
                         tracing::error!(error = %err, "operator stopped");
                         ExitCode::FAILURE
                     }
+                    // Lost the Lease: already logged; a restart makes this process a follower.
+                    Err(_) => ExitCode::FAILURE,
                 }
             })
         }

@@ -66,6 +66,8 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Identity of this process in Events.
     pub instance: Option<String>,
+    /// Metrics, traces and readiness (see [`crate::telemetry`]).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// Shared state of the controller.
@@ -79,6 +81,7 @@ pub struct Context {
     default_router: SmiTrafficSplit,
     metrics: Arc<dyn MetricSource>,
     instance: String,
+    telemetry: crate::telemetry::Telemetry,
 }
 
 impl Context {
@@ -152,10 +155,13 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
         default_router,
         metrics,
         instance: options.instance.clone().unwrap_or_else(|| format!("pid-{}", std::process::id())),
+        telemetry: options.telemetry.clone(),
     });
 
     let controller = Controller::new(api::<Rollout>(&client, ns), watcher::Config::default());
     let rollouts = controller.store();
+    let caches = context.clone();
+    options.telemetry.track(rollouts.clone(), async move { caches.wait_for_caches().await });
     let rollouts_for_hpa = rollouts.clone();
     controller
         .watches_stream(deployment_stream, move |deployment: Deployment| {
@@ -210,13 +216,14 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
     Ok(())
 }
 
-fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Action {
     if let Error::Finalizer(inner) = error
         && let kube::runtime::finalizer::Error::CleanupFailed(Error::HandingBack(why)) = inner.as_ref()
     {
         info!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), "{why}");
         return Action::requeue(Duration::from_secs(1));
     }
+    ctx.telemetry.reconcile_failed(error);
     warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), %error, "will retry");
     Action::requeue(Duration::from_secs(5))
 }
@@ -350,6 +357,7 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     if decision.status != old {
         write_status(rollout, ctx, &ns, &decision.status).await?;
     }
+    ctx.telemetry.decided(rollout, &old, &observations, &decision, now);
     record(rollout, ctx, &decision).await;
     converge(rollout, ctx, &ns, &decision, &router).await?;
     Ok(decision.requeue_after.map_or(Action::requeue(RESYNC), Action::requeue))

@@ -1,0 +1,116 @@
+//! The operations endpoint (`--metrics-addr`): `/metrics`, `/healthz` and `/readyz`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use super::Telemetry;
+
+/// What `/readyz` answers from.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Every watch cache of the controller has finished its first list.
+    synced: AtomicBool,
+    /// Leader election is on.
+    electing: AtomicBool,
+    /// This process holds the Lease.
+    leader: AtomicBool,
+    /// The last attempt to read (or take) the Lease reached the API server.
+    lease_reachable: AtomicBool,
+}
+
+impl Health {
+    pub fn set_synced(&self) {
+        self.synced.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_electing(&self) {
+        self.electing.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::SeqCst);
+    }
+
+    pub fn set_lease_reachable(&self, reachable: bool) {
+        self.lease_reachable.store(reachable, Ordering::SeqCst);
+    }
+
+    /// Ready, with a word on why, or not ready, with the reason.
+    ///
+    /// - Without leader election, and for the leader: ready once the caches are synced.
+    /// - A follower runs no controller and has no caches: it is ready while it can read the
+    ///   Lease, i.e. while it stands ready to take over.
+    pub fn readiness(&self) -> Result<&'static str, &'static str> {
+        let synced = self.synced.load(Ordering::SeqCst);
+        let electing = self.electing.load(Ordering::SeqCst);
+        let leader = self.leader.load(Ordering::SeqCst);
+        let reachable = self.lease_reachable.load(Ordering::SeqCst);
+        match (electing, leader) {
+            _ if synced => Ok("ok"),
+            (true, false) if reachable => Ok("ok: follower, watching the Lease"),
+            (true, false) => Err("not ready: follower cannot read the Lease"),
+            _ => Err("not ready: watch caches not synced yet"),
+        }
+    }
+}
+
+/// Serves the endpoints on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, telemetry: Telemetry) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(telemetry);
+    axum::serve(listener, app).await
+}
+
+async fn metrics(State(telemetry): State<Telemetry>) -> Response {
+    match telemetry.metrics().encode() {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "could not encode the metrics").into_response(),
+    }
+}
+
+async fn readyz(State(telemetry): State<Telemetry>) -> Response {
+    match telemetry.health().readiness() {
+        Ok(why) => (StatusCode::OK, why).into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_caches_and_the_lease() {
+        let standalone = Health::default();
+        assert!(standalone.readiness().is_err());
+        standalone.set_synced();
+        assert_eq!(standalone.readiness(), Ok("ok"));
+
+        let follower = Health::default();
+        follower.set_electing();
+        assert_eq!(follower.readiness(), Err("not ready: follower cannot read the Lease"));
+        follower.set_lease_reachable(true);
+        assert!(follower.readiness().unwrap().contains("follower"));
+
+        let leader = Health::default();
+        leader.set_electing();
+        leader.set_lease_reachable(true);
+        leader.set_leader(true);
+        assert_eq!(leader.readiness(), Err("not ready: watch caches not synced yet"));
+        leader.set_synced();
+        assert_eq!(leader.readiness(), Ok("ok"));
+    }
+}
