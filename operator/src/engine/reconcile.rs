@@ -82,17 +82,13 @@ pub struct Context {
     metrics: Arc<dyn MetricSource>,
     instance: String,
     telemetry: crate::telemetry::Telemetry,
+    caches: super::caches::Synced,
 }
 
 impl Context {
     /// Waits until every watch cache has finished its first list. Instant once they have.
     async fn wait_for_caches(&self) {
-        let _ = futures::join!(
-            self.deployments.wait_until_ready(),
-            self.autoscalers.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.splits.wait_until_ready(),
-        );
+        self.caches.wait().await;
     }
 }
 
@@ -145,6 +141,16 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
     let split_stream =
         reflector(split_writer, watcher(split_api, managed)).default_backoff().touched_objects();
 
+    // One waiter for the stores; any number of reconciles wait on `caches` (see `caches.rs`).
+    let stores = (deployments.clone(), autoscalers.clone(), services.clone(), splits.clone());
+    let caches = super::caches::Synced::spawn(async move {
+        let _ = futures::join!(
+            stores.0.wait_until_ready(),
+            stores.1.wait_until_ready(),
+            stores.2.wait_until_ready(),
+            stores.3.wait_until_ready(),
+        );
+    });
     let context = Arc::new(Context {
         client: client.clone(),
         deployments,
@@ -156,12 +162,17 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
         metrics,
         instance: options.instance.clone().unwrap_or_else(|| format!("pid-{}", std::process::id())),
         telemetry: options.telemetry.clone(),
+        caches: caches.clone(),
     });
 
-    let controller = Controller::new(api::<Rollout>(&client, ns), watcher::Config::default());
-    let rollouts = controller.store();
-    let caches = context.clone();
-    options.telemetry.track(rollouts.clone(), async move { caches.wait_for_caches().await });
+    // The Rollout watch, as `Controller::new` builds it, with its first list reported to
+    // readiness (the controller is the only waiter on this store).
+    let (rollouts, rollout_writer) = reflector::store();
+    let rollout_trigger = reflector(rollout_writer, watcher(api::<Rollout>(&client, ns), watcher::Config::default()))
+        .inspect(options.telemetry.on_rollouts_listed())
+        .applied_objects();
+    let controller = Controller::for_stream(rollout_trigger, rollouts.clone());
+    options.telemetry.track(rollouts.clone(), caches);
     let rollouts_for_hpa = rollouts.clone();
     controller
         .watches_stream(deployment_stream, move |deployment: Deployment| {
@@ -209,6 +220,9 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
                         kube::runtime::finalizer::Error::CleanupFailed(Error::HandingBack(_))
                     ) => {}
                 Err(ControllerError::ObjectNotFound(object)) => debug!(%object, "gone before reconcile"),
+                Err(ControllerError::ReconcilerFailed(error, object)) => {
+                    warn!(rollout = %object.name, namespace = %object.namespace.as_deref().unwrap_or_default(), %error, "reconcile failed")
+                }
                 Err(err) => warn!(error = %err, "reconcile failed"),
             }
         })
@@ -220,11 +234,11 @@ fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Acti
     if let Error::Finalizer(inner) = error
         && let kube::runtime::finalizer::Error::CleanupFailed(Error::HandingBack(why)) = inner.as_ref()
     {
-        info!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), "{why}");
+        info!(rollout = %rollout.name_any(), namespace = %rollout.namespace().unwrap_or_default(), "{why}");
         return Action::requeue(Duration::from_secs(1));
     }
     ctx.telemetry.reconcile_failed(error);
-    warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), %error, "will retry");
+    warn!(rollout = %rollout.name_any(), namespace = %rollout.namespace().unwrap_or_default(), %error, "will retry");
     Action::requeue(Duration::from_secs(5))
 }
 

@@ -21,12 +21,14 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 
 use self::metrics::{ErrorLabels, GateVerdictLabels, Metrics, ResultLabel};
 use self::progress::{Stage, progress};
 use self::server::Health;
 use self::traces::{Exporter, RolloutRef};
 use crate::api::{AnalysisMethod, Rollout, RolloutStatus};
+use crate::engine::caches::Synced;
 use crate::engine::decide::{Decision, Observations};
 use crate::engine::reconcile::Error;
 
@@ -83,19 +85,27 @@ impl Telemetry {
     }
 
     /// Hook for the controller: per-Rollout metrics come from `rollouts`, and the process is
-    /// ready once `rollouts` and `caches` (the other watch caches) have synced.
-    pub fn track<F>(&self, rollouts: Store<Rollout>, caches: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        self.inner.metrics.watch_rollouts(rollouts.clone());
+    /// ready once the Rollout watch has listed (see [`Telemetry::on_rollouts_listed`]) and the
+    /// other watch caches have synced (`caches`).
+    pub fn track(&self, rollouts: Store<Rollout>, caches: Synced) {
+        self.inner.metrics.watch_rollouts(rollouts);
         let telemetry = self.clone();
         tokio::spawn(async move {
-            let _ = rollouts.wait_until_ready().await;
-            caches.await;
-            telemetry.health().set_synced();
-            tracing::info!("watch caches synced; ready");
+            caches.wait().await;
+            telemetry.health().set_caches_synced();
         });
+    }
+
+    /// Hook for the Rollout watch stream (`.inspect(...)`): marks the Rollout cache as listed
+    /// at its first complete list. (Waiting on the store itself would race the controller,
+    /// which waits on it too; see [`crate::engine::caches`].)
+    pub fn on_rollouts_listed(&self) -> impl Fn(&Result<watcher::Event<Rollout>, watcher::Error>) + use<> {
+        let telemetry = self.clone();
+        move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                telemetry.health().set_rollouts_listed();
+            }
+        }
     }
 
     /// Hook for the reconciler, after the status of `decision` is written: records the steps

@@ -14,8 +14,10 @@ use super::Telemetry;
 /// What `/readyz` answers from.
 #[derive(Debug, Default)]
 pub struct Health {
-    /// Every watch cache of the controller has finished its first list.
-    synced: AtomicBool,
+    /// The Deployment, HPA, Service and TrafficSplit caches have finished their first list.
+    caches_synced: AtomicBool,
+    /// The Rollout watch has finished its first list (and after a re-list, again).
+    rollouts_listed: AtomicBool,
     /// Leader election is on.
     electing: AtomicBool,
     /// This process holds the Lease.
@@ -25,8 +27,26 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn set_synced(&self) {
-        self.synced.store(true, Ordering::SeqCst);
+    pub fn set_caches_synced(&self) {
+        self.caches_synced.store(true, Ordering::SeqCst);
+        self.log_when_ready();
+    }
+
+    pub fn set_rollouts_listed(&self) {
+        // Logged once; InitDone comes again after every re-list.
+        if !self.rollouts_listed.swap(true, Ordering::SeqCst) {
+            self.log_when_ready();
+        }
+    }
+
+    fn synced(&self) -> bool {
+        self.caches_synced.load(Ordering::SeqCst) && self.rollouts_listed.load(Ordering::SeqCst)
+    }
+
+    fn log_when_ready(&self) {
+        if self.synced() {
+            tracing::info!("watch caches synced; ready");
+        }
     }
 
     pub fn set_electing(&self) {
@@ -47,7 +67,7 @@ impl Health {
     /// - A follower runs no controller and has no caches: it is ready while it can read the
     ///   Lease, i.e. while it stands ready to take over.
     pub fn readiness(&self) -> Result<&'static str, &'static str> {
-        let synced = self.synced.load(Ordering::SeqCst);
+        let synced = self.synced();
         let electing = self.electing.load(Ordering::SeqCst);
         let leader = self.leader.load(Ordering::SeqCst);
         let reachable = self.lease_reachable.load(Ordering::SeqCst);
@@ -96,7 +116,9 @@ mod tests {
     fn readiness_follows_caches_and_the_lease() {
         let standalone = Health::default();
         assert!(standalone.readiness().is_err());
-        standalone.set_synced();
+        standalone.set_caches_synced();
+        assert!(standalone.readiness().is_err(), "the Rollout watch has not listed yet");
+        standalone.set_rollouts_listed();
         assert_eq!(standalone.readiness(), Ok("ok"));
 
         let follower = Health::default();
@@ -110,7 +132,8 @@ mod tests {
         leader.set_lease_reachable(true);
         leader.set_leader(true);
         assert_eq!(leader.readiness(), Err("not ready: watch caches not synced yet"));
-        leader.set_synced();
+        leader.set_rollouts_listed();
+        leader.set_caches_synced();
         assert_eq!(leader.readiness(), Ok("ok"));
     }
 }
