@@ -402,7 +402,7 @@ async fn record(rollout: &Rollout, ctx: &Context, decision: &Decision) {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
     let regarding = rollout.object_ref(&());
     for transition in &decision.events {
-        info!(reason = transition.reason, message = %transition.message, "transition");
+        info!(reason = transition.reason, note = %transition.message, "transition");
         let event = json!({
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"generateName": format!("{}-", rollout.name_any()), "namespace": ns},
