@@ -200,10 +200,8 @@ impl Operator {
     /// of tests running side by side do not collide on the default port.
     pub fn start_with(namespace: &str, options: OperatorOptions) -> Self {
         static STARTS: AtomicU32 = AtomicU32::new(0);
-        let log = std::env::temp_dir().join(format!(
-            "serin-operator-{namespace}-{}.log",
-            STARTS.fetch_add(1, Ordering::Relaxed)
-        ));
+        let log = std::env::temp_dir()
+            .join(format!("serin-operator-{namespace}-{}.log", STARTS.fetch_add(1, Ordering::Relaxed)));
         let file = std::fs::File::create(&log).unwrap();
         let metrics_port = prometheus::free_port();
         let child = std::process::Command::new(serin_binary())

@@ -12,7 +12,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -107,8 +109,7 @@ async fn export(State(spans): State<Arc<Mutex<Vec<Received>>>>, headers: HeaderM
     };
     let mut received = spans.lock().unwrap();
     for resource_spans in request.resource_spans {
-        let resource =
-            resource_spans.resource.map(|r| attributes(&r.attributes)).unwrap_or_default();
+        let resource = resource_spans.resource.map(|r| attributes(&r.attributes)).unwrap_or_default();
         for scope in resource_spans.scope_spans {
             for span in scope.spans {
                 received.push(Received { resource: resource.clone(), span });

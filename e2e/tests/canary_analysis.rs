@@ -16,9 +16,7 @@ use serde_json::{Value, json};
 use serin::api::{Phase, Rollout, Verdict};
 use serin_e2e::adapter::{Adapter, Registration, register};
 use serin_e2e::mesh::traffic::{Canary, Traffic};
-use serin_e2e::{
-    Operator, client, eventually, install_rollout_crd, install_trafficsplit_crd, namespace,
-};
+use serin_e2e::{Operator, client, eventually, install_rollout_crd, install_trafficsplit_crd, namespace};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -54,10 +52,9 @@ impl World {
         )
         .await;
         // A Rollout that reads Prometheus directly names it by this placeholder.
-        let analysis: Value = serde_json::from_str(
-            &analysis.to_string().replace("PROMETHEUS_URL", &traffic.prometheus_url()),
-        )
-        .unwrap();
+        let analysis: Value =
+            serde_json::from_str(&analysis.to_string().replace("PROMETHEUS_URL", &traffic.prometheus_url()))
+                .unwrap();
         let adapter = Adapter::start(&ns, &traffic.prometheus_url(), "linkerd", &[]).await;
         let registration = register(&client, &adapter).await;
 

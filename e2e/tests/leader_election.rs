@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use serin::api::{Phase, Rollout};
 use serin_e2e::{
@@ -86,8 +86,12 @@ async fn a_follower_takes_over_mid_rollout_when_the_leader_is_killed_and_only_on
     install_rollout_crd(&client).await;
     install_trafficsplit_crd(&client).await;
     let ns = namespace(&client, "leader").await;
-    deploy_web_with_rollout(&client, &ns, json!({"strategy": {"weights": [20, 40, 60, 80], "interval": "3s"}}))
-        .await;
+    deploy_web_with_rollout(
+        &client,
+        &ns,
+        json!({"strategy": {"weights": [20, 40, 60, 80], "interval": "3s"}}),
+    )
+    .await;
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &ns);
 
     let (a_name, b_name) = (instance("a"), instance("b"));
@@ -157,12 +161,19 @@ async fn a_follower_takes_over_mid_rollout_when_the_leader_is_killed_and_only_on
     })
     .await;
     assert!(!a_writes.is_empty() && !b_writes.is_empty(), "a: {}, b: {}", a_writes.len(), b_writes.len());
-    assert!(a_writes.iter().chain(&b_writes).all(|e| e.namespace == ns), "writes only in the watched namespace");
+    assert!(
+        a_writes.iter().chain(&b_writes).all(|e| e.namespace == ns),
+        "writes only in the watched namespace"
+    );
     let last_a = a_writes.last().unwrap().received;
     let first_b = b_writes.first().unwrap().received;
     assert!(last_a < first_b, "interleaved: leader wrote at {last_a}, follower already at {first_b}");
-    assert!(first_b > killed_wall, "the follower wrote at {first_b}, before the leader was killed at {killed_wall}");
-    let lease_writes = audit_events(&b_name).into_iter().filter(|e| e.is_write() && e.resource == "leases").count();
+    assert!(
+        first_b > killed_wall,
+        "the follower wrote at {first_b}, before the leader was killed at {killed_wall}"
+    );
+    let lease_writes =
+        audit_events(&b_name).into_iter().filter(|e| e.is_write() && e.resource == "leases").count();
     assert!(lease_writes >= 1, "the follower took the Lease with a write");
     println!(
         "audit log: {} writes by the first leader, then {} by the second; first write of the second {:.1}s after the kill",
@@ -204,8 +215,7 @@ async fn a_leader_stopped_cleanly_releases_the_lease_to_the_follower() {
 
 #[tokio::test]
 async fn leader_election_without_a_lease_namespace_is_refused_naming_the_flag() {
-    let mut operator =
-        Operator::start_with("default", OperatorOptions::default().args(["--leader-elect"]));
+    let mut operator = Operator::start_with("default", OperatorOptions::default().args(["--leader-elect"]));
     let status = eventually("serin run to exit", Duration::from_secs(60), || {
         let status = operator.try_wait();
         async move { status }

@@ -24,7 +24,9 @@ const WAIT: Duration = Duration::from_secs(150);
 async fn scrape(operator: &Operator) -> Option<Scrape> {
     let http = serin_e2e::mesh::http_client(Duration::from_secs(2)).ok()?;
     let text = http.get(operator.url("/metrics")).send().await.ok()?.text().await.ok()?;
-    Some(Scrape::parse(&text).unwrap_or_else(|e| panic!("/metrics is not valid exposition text: {e}\n{text}")))
+    Some(
+        Scrape::parse(&text).unwrap_or_else(|e| panic!("/metrics is not valid exposition text: {e}\n{text}")),
+    )
 }
 
 fn int(span: &Received, key: &str) -> i64 {
@@ -109,7 +111,13 @@ async fn a_rollout_is_measured_traced_and_logged() {
         if current == Some(Phase::Succeeded) {
             break;
         }
-        assert_ne!(current, Some(Phase::Failed), "the canary failed: {:?}\n{}", status().await, operator.log_tail());
+        assert_ne!(
+            current,
+            Some(Phase::Failed),
+            "the canary failed: {:?}\n{}",
+            status().await,
+            operator.log_tail()
+        );
         assert!(
             tokio::time::Instant::now() < deadline,
             "not promoted in time: {:?}\n{}",
@@ -149,7 +157,10 @@ async fn a_rollout_is_measured_traced_and_logged() {
     let p99 = m.sum("serin_gate_value", &[("namespace", &ns), ("rollout", "web"), ("gate", "latency.p99")]);
     assert!(p99 > 0.0 && p99 < 500.0, "p99 {p99}");
     let api = |verb: &str, resource: &str, code: &str| {
-        m.sum("serin_kube_request_duration_seconds_count", &[("verb", verb), ("resource", resource), ("code", code)])
+        m.sum(
+            "serin_kube_request_duration_seconds_count",
+            &[("verb", verb), ("resource", resource), ("code", code)],
+        )
     };
     assert!(api("patch", "rollouts.serin.dev/status", "200") >= 4.0, "status writes are timed");
     assert!(api("create", "events.events.k8s.io", "201") >= 4.0, "Event creations are timed");
@@ -157,22 +168,25 @@ async fn a_rollout_is_measured_traced_and_logged() {
     assert!(api("watch", "deployments.apps", "200") >= 1.0, "watches are timed to their headers");
     let api_series: Vec<_> = m.samples("serin_kube_request_duration_seconds_count").collect();
     assert!(
-        api_series.iter().all(|s| !s.labels["resource"].contains(&ns) && !s.labels["resource"].contains("web")),
+        api_series
+            .iter()
+            .all(|s| !s.labels["resource"].contains(&ns) && !s.labels["resource"].contains("web")),
         "no namespace or object name in the resource label: {api_series:?}"
     );
     assert_eq!(m.sum("serin_leader", &[]), 1.0);
 
     // ----- traces ---------------------------------------------------------------------------
     let uid = rollout.uid().unwrap();
-    let spans = eventually("the revision's root span at the OTLP receiver", Duration::from_secs(60), || async {
-        let spans: Vec<Received> = receiver
-            .spans()
-            .into_iter()
-            .filter(|s| s.attr("serin.rollout.uid") == Some(Attr::Str(uid.clone())))
-            .collect();
-        spans.iter().any(|s| s.parent_id().is_empty()).then_some(spans)
-    })
-    .await;
+    let spans =
+        eventually("the revision's root span at the OTLP receiver", Duration::from_secs(60), || async {
+            let spans: Vec<Received> = receiver
+                .spans()
+                .into_iter()
+                .filter(|s| s.attr("serin.rollout.uid") == Some(Attr::Str(uid.clone())))
+                .collect();
+            spans.iter().any(|s| s.parent_id().is_empty()).then_some(spans)
+        })
+        .await;
     for span in &spans {
         assert_eq!(span.resource.get("service.name"), Some(&Attr::Str("serin".into())));
         assert_eq!(span.resource.get("service.instance.id"), Some(&Attr::Str(instance.clone())));
@@ -189,7 +203,12 @@ async fn a_rollout_is_measured_traced_and_logged() {
 
     let stages: Vec<&Received> = spans.iter().filter(|s| s.parent_id() == root.span_id()).collect();
     let by_step: BTreeMap<i64, &Received> = stages.iter().map(|s| (int(s, "serin.step"), *s)).collect();
-    assert_eq!(stages.len(), 4, "step 0, 1, 2 and the promotion: {:?}", stages.iter().map(|s| &s.span.name).collect::<Vec<_>>());
+    assert_eq!(
+        stages.len(),
+        4,
+        "step 0, 1, 2 and the promotion: {:?}",
+        stages.iter().map(|s| &s.span.name).collect::<Vec<_>>()
+    );
     assert_eq!(by_step.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2, 3], "each stage once");
     let outcomes: Vec<String> = by_step.values().map(|s| text(s, "serin.outcome")).collect();
     assert_eq!(outcomes, ["advanced", "advanced", "promoted", "succeeded"]);
@@ -198,7 +217,8 @@ async fn a_rollout_is_measured_traced_and_logged() {
     for stage in by_step.values() {
         let s = &stage.span;
         assert!(
-            s.start_time_unix_nano >= root.span.start_time_unix_nano && s.end_time_unix_nano <= root.span.end_time_unix_nano,
+            s.start_time_unix_nano >= root.span.start_time_unix_nano
+                && s.end_time_unix_nano <= root.span.end_time_unix_nano,
             "stage {:?} within the rollout",
             s.name
         );
@@ -209,8 +229,7 @@ async fn a_rollout_is_measured_traced_and_logged() {
 
     let gates: Vec<&Received> = spans.iter().filter(|s| s.attr("serin.gate").is_some()).collect();
     assert!(!gates.is_empty());
-    let step_ids: BTreeMap<String, i64> =
-        [1, 2].iter().map(|n| (by_step[n].span_id(), *n)).collect();
+    let step_ids: BTreeMap<String, i64> = [1, 2].iter().map(|n| (by_step[n].span_id(), *n)).collect();
     let mut gates_per_step: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
     for gate in &gates {
         let step = step_ids
@@ -244,7 +263,11 @@ async fn a_rollout_is_measured_traced_and_logged() {
     // ----- logs -----------------------------------------------------------------------------
     let log = std::fs::read_to_string(&operator.log).unwrap();
     for line in log.lines() {
-        assert_eq!(line.matches("\"message\":").count(), 1, "one message per line, no field shadowing it: {line}");
+        assert_eq!(
+            line.matches("\"message\":").count(),
+            1,
+            "one message per line, no field shadowing it: {line}"
+        );
     }
     let lines: Vec<Value> = log
         .lines()
@@ -255,15 +278,18 @@ async fn a_rollout_is_measured_traced_and_logged() {
         .filter(|l| l["target"].as_str().is_some_and(|t| t.starts_with("serin::engine")))
         .filter(|l| l["message"] != "discovered TrafficSplit versions")
         .collect();
-    let transitions = reconciler.iter().filter(|l| l["message"] == "transition" && l["note"].is_string()).count();
+    let transitions =
+        reconciler.iter().filter(|l| l["message"] == "transition" && l["note"].is_string()).count();
     assert!(transitions >= 5, "NewRevision, 2 StepAdvanced, Promoting, Promoted at least: {transitions}");
     for line in &reconciler {
         let span = &line["span"];
         let outer = line["spans"].as_array().and_then(|s| s.first()).cloned().unwrap_or_default();
-        let carries = |field: &str, want: &str| {
-            span[field] == want || outer[field] == want || line[field] == want
-        };
-        assert!(carries("rollout", "web") && carries("namespace", &ns), "a reconciler line without the Rollout: {line}");
+        let carries =
+            |field: &str, want: &str| span[field] == want || outer[field] == want || line[field] == want;
+        assert!(
+            carries("rollout", "web") && carries("namespace", &ns),
+            "a reconciler line without the Rollout: {line}"
+        );
     }
     println!(
         "{} reconciler log lines, {} spans in 1 trace ({} gate spans), {} API series",

@@ -169,9 +169,12 @@ impl Elector {
                 Ok(Ok(true)) => self.renewed = Some(started),
                 Ok(Ok(false)) => {
                     let holder = self.observed.as_ref().and_then(|(r, _)| r.holder.clone());
-                    return self.lost(format!("the Lease is now held by {}", holder.as_deref().unwrap_or("nobody")));
+                    return self
+                        .lost(format!("the Lease is now held by {}", holder.as_deref().unwrap_or("nobody")));
                 }
-                Ok(Err(error)) => warn!(lease = %self.name, %error, "could not renew the Lease; retrying until the deadline"),
+                Ok(Err(error)) => {
+                    warn!(lease = %self.name, %error, "could not renew the Lease; retrying until the deadline")
+                }
                 Err(_) => {}
             }
         }
@@ -192,7 +195,9 @@ impl Elector {
         let write = self.api.replace(&self.name, &params, &lease);
         match tokio::time::timeout(self.timings.renew_deadline, write).await {
             Ok(Ok(_)) => info!(lease = %self.name, namespace = %self.namespace, "released the Lease"),
-            Ok(Err(error)) => warn!(lease = %self.name, %error, "could not release the Lease; it expires on its own"),
+            Ok(Err(error)) => {
+                warn!(lease = %self.name, %error, "could not release the Lease; it expires on its own")
+            }
             Err(_) => warn!(lease = %self.name, "releasing the Lease timed out; it expires on its own"),
         }
         self.telemetry.health().set_leader(false);

@@ -40,9 +40,9 @@ where
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Text => Box::new(builder.finish()),
-        LogFormat::Json => Box::new(
-            builder.json().flatten_event(true).with_current_span(true).with_span_list(true).finish(),
-        ),
+        LogFormat::Json => {
+            Box::new(builder.json().flatten_event(true).with_current_span(true).with_span_list(true).finish())
+        }
     }
 }
 

@@ -94,7 +94,9 @@ impl Runtime {
 
         let client = client(instance, &telemetry).await?;
         let elector = match (args.leader_elect, lease_namespace) {
-            (true, Some(ns)) => Some(Elector::new(client.clone(), ns, &args.lease_name, instance, telemetry.clone())),
+            (true, Some(ns)) => {
+                Some(Elector::new(client.clone(), ns, &args.lease_name, instance, telemetry.clone()))
+            }
             _ => {
                 telemetry.metrics().leader.set(1);
                 None
@@ -239,7 +241,10 @@ mod tests {
 
     #[test]
     fn the_user_agent_names_the_instance() {
-        assert_eq!(user_agent("serin-7d9f-abc"), format!("serin/{} (serin-7d9f-abc)", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            user_agent("serin-7d9f-abc"),
+            format!("serin/{} (serin-7d9f-abc)", env!("CARGO_PKG_VERSION"))
+        );
         assert!(user_agent("a\u{e9}b\n").ends_with("(a_b_)"));
     }
 }

@@ -168,9 +168,10 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
     // The Rollout watch, as `Controller::new` builds it, with its first list reported to
     // readiness (the controller is the only waiter on this store).
     let (rollouts, rollout_writer) = reflector::store();
-    let rollout_trigger = reflector(rollout_writer, watcher(api::<Rollout>(&client, ns), watcher::Config::default()))
-        .inspect(options.telemetry.on_rollouts_listed())
-        .applied_objects();
+    let rollout_trigger =
+        reflector(rollout_writer, watcher(api::<Rollout>(&client, ns), watcher::Config::default()))
+            .inspect(options.telemetry.on_rollouts_listed())
+            .applied_objects();
     let controller = Controller::for_stream(rollout_trigger, rollouts.clone());
     options.telemetry.track(rollouts.clone(), caches);
     let rollouts_for_hpa = rollouts.clone();

@@ -127,7 +127,10 @@ mod tests {
 
     #[test]
     fn verbs_and_resources_are_bounded_labels() {
-        assert_eq!(c(Method::GET, "/apis/apps/v1/namespaces/shop/deployments/web"), ("get", "deployments.apps".into()));
+        assert_eq!(
+            c(Method::GET, "/apis/apps/v1/namespaces/shop/deployments/web"),
+            ("get", "deployments.apps".into())
+        );
         assert_eq!(
             c(Method::GET, "/apis/apps/v1/namespaces/shop/deployments?labelSelector=a%3Db"),
             ("list", "deployments.apps".into())
@@ -137,13 +140,25 @@ mod tests {
             ("watch", "deployments.apps".into())
         );
         assert_eq!(
-            c(Method::PATCH, "/apis/serin.dev/v1alpha1/namespaces/shop/rollouts/web/status?fieldManager=serin"),
+            c(
+                Method::PATCH,
+                "/apis/serin.dev/v1alpha1/namespaces/shop/rollouts/web/status?fieldManager=serin"
+            ),
             ("patch", "rollouts.serin.dev/status".into())
         );
-        assert_eq!(c(Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events"), ("create", "events.events.k8s.io".into()));
-        assert_eq!(c(Method::PUT, "/apis/coordination.k8s.io/v1/namespaces/ops/leases/serin"), ("update", "leases.coordination.k8s.io".into()));
+        assert_eq!(
+            c(Method::POST, "/apis/events.k8s.io/v1/namespaces/shop/events"),
+            ("create", "events.events.k8s.io".into())
+        );
+        assert_eq!(
+            c(Method::PUT, "/apis/coordination.k8s.io/v1/namespaces/ops/leases/serin"),
+            ("update", "leases.coordination.k8s.io".into())
+        );
         assert_eq!(c(Method::DELETE, "/api/v1/namespaces/shop/services/web"), ("delete", "services".into()));
-        assert_eq!(c(Method::DELETE, "/api/v1/namespaces/shop/services"), ("deletecollection", "services".into()));
+        assert_eq!(
+            c(Method::DELETE, "/api/v1/namespaces/shop/services"),
+            ("deletecollection", "services".into())
+        );
         assert_eq!(c(Method::GET, "/api/v1/namespaces/shop"), ("get", "namespaces".into()));
         assert_eq!(c(Method::GET, "/api/v1/namespaces"), ("list", "namespaces".into()));
         assert_eq!(c(Method::GET, "/apis/split.smi-spec.io/v1alpha4"), ("list", "discovery".into()));

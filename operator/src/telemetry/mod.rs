@@ -134,12 +134,16 @@ impl Telemetry {
 
         if let Some(check) = &progress.check {
             for gate in &check.gates {
-                let labels =
-                    GateVerdictLabels { gate: gate.name.clone(), verdict: traces::verdict(gate.verdict).into() };
+                let labels = GateVerdictLabels {
+                    gate: gate.name.clone(),
+                    verdict: traces::verdict(gate.verdict).into(),
+                };
                 metrics.gate_verdicts.get_or_create(&labels).inc();
             }
             if let Some(exporter) = traces {
-                traces::gate_spans(r, check, checked_at.min(now), now).into_iter().for_each(|s| exporter.export(s));
+                traces::gate_spans(r, check, checked_at.min(now), now)
+                    .into_iter()
+                    .for_each(|s| exporter.export(s));
             }
         }
         if let Some(ended) = &progress.ended {
@@ -279,7 +283,12 @@ mod tests {
     fn decision(status: RolloutStatus, reason: &'static str) -> Decision {
         Decision {
             status,
-            desired: Desired { canary_weight: 0, canary_replicas: 0, primary_revision: None, primary_replicas: 1 },
+            desired: Desired {
+                canary_weight: 0,
+                canary_replicas: 0,
+                primary_revision: None,
+                primary_replicas: 1,
+            },
             events: vec![Transition { reason, message: String::new(), warning: false }],
             requeue_after: None,
         }
@@ -306,14 +315,34 @@ mod tests {
             at: None,
         };
         let failing = Observations { gates: Some(vec![gate.clone()]), ..Default::default() };
-        let passing =
-            Observations { gates: Some(vec![GateStatus { verdict: Verdict::Pass, ..gate }]), ..Default::default() };
+        let passing = Observations {
+            gates: Some(vec![GateStatus { verdict: Verdict::Pass, ..gate }]),
+            ..Default::default()
+        };
         let now = Timestamp::now();
         // Step 1 begins; a check fails within tolerance and restarts the step's clock; the next
         // passes and the rollout advances.
-        telemetry.decided(&r, &status(Phase::Progressing, 0, 0), &none, &decision(status(Phase::Progressing, 1, 10), "StepAdvanced"), now);
-        telemetry.decided(&r, &status(Phase::Progressing, 1, 10), &failing, &decision(status(Phase::Progressing, 1, 40), "CheckFailed"), now);
-        telemetry.decided(&r, &status(Phase::Progressing, 1, 40), &passing, &decision(status(Phase::Progressing, 2, 70), "StepAdvanced"), now);
+        telemetry.decided(
+            &r,
+            &status(Phase::Progressing, 0, 0),
+            &none,
+            &decision(status(Phase::Progressing, 1, 10), "StepAdvanced"),
+            now,
+        );
+        telemetry.decided(
+            &r,
+            &status(Phase::Progressing, 1, 10),
+            &failing,
+            &decision(status(Phase::Progressing, 1, 40), "CheckFailed"),
+            now,
+        );
+        telemetry.decided(
+            &r,
+            &status(Phase::Progressing, 1, 40),
+            &passing,
+            &decision(status(Phase::Progressing, 2, 70), "StepAdvanced"),
+            now,
+        );
         let text = telemetry.metrics().encode().unwrap();
         assert_eq!(count(&text, "serin_rollout_step_duration_seconds_count{result=\"advanced\"}"), 2.0);
         // Step 0 from 0s, step 1 from 10s (remembered, not 40s): both end now.

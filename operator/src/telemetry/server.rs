@@ -92,11 +92,10 @@ pub async fn serve(listener: TcpListener, telemetry: Telemetry) -> std::io::Resu
 
 async fn metrics(State(telemetry): State<Telemetry>) -> Response {
     match telemetry.metrics().encode() {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-            text,
-        )
-            .into_response(),
+        Ok(text) => {
+            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                .into_response()
+        }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "could not encode the metrics").into_response(),
     }
 }

@@ -78,15 +78,20 @@ pub fn stage_span_id(uid: &str, stage: &Stage) -> SpanId {
 }
 
 /// The span of a stage that ended.
-pub fn stage_span(rollout: RolloutRef, ended: &StageEnded, steps: i32, start: Timestamp, end: Timestamp) -> SpanData {
+pub fn stage_span(
+    rollout: RolloutRef,
+    ended: &StageEnded,
+    steps: i32,
+    start: Timestamp,
+    end: Timestamp,
+) -> SpanData {
     let stage = &ended.stage;
     let (name, step) = match stage.step {
         Step::Canary(0) => ("step 0: canary scaling up".to_string(), 0),
         Step::Canary(n) => (format!("step {n}/{steps}: {}% on the canary", ended.weight), n),
         Step::Promotion => ("promotion".to_string(), steps + 1),
     };
-    let status =
-        if ended.outcome.is_rollback() { Status::error(ended.outcome.as_str()) } else { Status::Ok };
+    let status = if ended.outcome.is_rollback() { Status::error(ended.outcome.as_str()) } else { Status::Ok };
     let mut attributes = common(rollout, &stage.revision);
     attributes.extend([
         KeyValue::new("serin.step", i64::from(step)),
@@ -120,7 +125,8 @@ pub fn gate_spans(rollout: RolloutRef, check: &Check, start: Timestamp, end: Tim
                 attributes.push(KeyValue::new("serin.step", i64::from(n)));
             }
             attributes.extend(gate_attributes(gate));
-            let status = if gate.verdict == Verdict::Fail { Status::error("gate failed") } else { Status::Ok };
+            let status =
+                if gate.verdict == Verdict::Fail { Status::error("gate failed") } else { Status::Ok };
             span(
                 rollout.uid,
                 &check.stage.revision,
@@ -169,8 +175,7 @@ pub fn rollout_span(rollout: RolloutRef, ended: &RolloutEnded, start: Timestamp,
         KeyValue::new("serin.steps", i64::from(ended.steps)),
         KeyValue::new("serin.outcome", ended.outcome.as_str()),
     ]);
-    let status =
-        if ended.outcome.is_rollback() { Status::error(ended.outcome.as_str()) } else { Status::Ok };
+    let status = if ended.outcome.is_rollback() { Status::error(ended.outcome.as_str()) } else { Status::Ok };
     span(
         rollout.uid,
         &ended.revision,
@@ -345,13 +350,21 @@ mod tests {
         assert_ne!(trace_id("u1", "r"), trace_id("u2", "r"));
         assert_ne!(trace_id("ab", "c"), trace_id("a", "bc"), "parts are framed");
         assert_ne!(span_id("u", "r", "step-1"), span_id("u", "r", "step-2"));
-        assert_ne!(root_span_id("u", "r"), stage_span_id("u", &Stage { revision: "r".into(), step: Step::Promotion }));
+        assert_ne!(
+            root_span_id("u", "r"),
+            stage_span_id("u", &Stage { revision: "r".into(), step: Step::Promotion })
+        );
         assert_ne!(trace_id("u", "r"), TraceId::INVALID);
     }
 
     #[test]
     fn a_stage_span_is_a_child_of_the_root_with_its_step_weight_and_outcome() {
-        let ended = StageEnded { stage: stage(Step::Canary(2)), weight: 50, started: None, outcome: Outcome::Advanced };
+        let ended = StageEnded {
+            stage: stage(Step::Canary(2)),
+            weight: 50,
+            started: None,
+            outcome: Outcome::Advanced,
+        };
         let span = stage_span(R, &ended, 3, t(10), t(40));
         assert_eq!(span.span_context.trace_id(), trace_id(R.uid, "abc123"));
         assert_eq!(span.span_context.span_id(), stage_span_id(R.uid, &ended.stage));
@@ -368,7 +381,11 @@ mod tests {
 
         let failed = StageEnded { outcome: Outcome::Failed, ..ended };
         assert!(matches!(stage_span(R, &failed, 3, t(10), t(5)).status, Status::Error { .. }));
-        assert_eq!(stage_span(R, &failed, 3, t(10), t(5)).end_time, SystemTime::from(t(10)), "never ends before it starts");
+        assert_eq!(
+            stage_span(R, &failed, 3, t(10), t(5)).end_time,
+            SystemTime::from(t(10)),
+            "never ends before it starts"
+        );
     }
 
     #[test]
@@ -382,7 +399,13 @@ mod tests {
             requests: Some(400.0),
             at: Some(Time(t(30))),
         };
-        let check = Check { stage: stage(Step::Canary(1)), gates: vec![gate.clone(), GateStatus { name: "successRate".into(), verdict: Verdict::Fail, ..gate }] };
+        let check = Check {
+            stage: stage(Step::Canary(1)),
+            gates: vec![
+                gate.clone(),
+                GateStatus { name: "successRate".into(), verdict: Verdict::Fail, ..gate },
+            ],
+        };
         let spans = gate_spans(R, &check, t(29), t(30));
         assert_eq!(spans.len(), 2);
         let parent = stage_span_id(R.uid, &check.stage);
@@ -399,7 +422,8 @@ mod tests {
 
     #[test]
     fn the_root_span_has_no_parent() {
-        let ended = RolloutEnded { revision: "abc123".into(), started: None, steps: 3, outcome: Outcome::Succeeded };
+        let ended =
+            RolloutEnded { revision: "abc123".into(), started: None, steps: 3, outcome: Outcome::Succeeded };
         let span = rollout_span(R, &ended, t(0), t(100));
         assert_eq!(span.parent_span_id, SpanId::INVALID);
         assert_eq!(span.span_context.span_id(), root_span_id(R.uid, "abc123"));
@@ -411,7 +435,10 @@ mod tests {
     fn the_traces_url_follows_the_otlp_endpoint_convention() {
         assert_eq!(traces_url("http://collector:4318").unwrap(), "http://collector:4318/v1/traces");
         assert_eq!(traces_url("http://collector:4318/").unwrap(), "http://collector:4318/v1/traces");
-        assert_eq!(traces_url("https://c.example/otlp/v1/traces").unwrap(), "https://c.example/otlp/v1/traces");
+        assert_eq!(
+            traces_url("https://c.example/otlp/v1/traces").unwrap(),
+            "https://c.example/otlp/v1/traces"
+        );
         for bad in ["collector:4318", "", "grpc://collector:4317", "http://"] {
             let error = traces_url(bad).unwrap_err().to_string();
             assert!(error.contains("--otlp-endpoint"), "{error}");
