@@ -22,6 +22,7 @@ use kube::{Client, Config};
 
 pub mod adapter;
 pub mod mesh;
+pub mod otlp;
 pub mod prometheus;
 pub mod receiver;
 pub mod story;
@@ -241,6 +242,8 @@ pub struct Operator {
     child: std::process::Child,
     /// Where its log goes.
     pub log: PathBuf,
+    /// Its `--metrics-addr` port on 127.0.0.1 (`/metrics`, `/healthz`, `/readyz`).
+    pub metrics_port: u16,
 }
 
 /// How to start an [`Operator`]: [`Operator::start`] is the common case, one namespace as the
@@ -253,20 +256,53 @@ pub struct OperatorOptions {
     pub kubeconfig: Option<PathBuf>,
     /// More arguments after `run`.
     pub args: Vec<String>,
-    /// More environment variables.
+    /// More environment variables, e.g. `POD_NAME` (the instance name in Events, the Lease and
+    /// the user agent).
     pub env: Vec<(String, String)>,
+}
+
+impl OperatorOptions {
+    /// One namespace, as the cluster's admin.
+    pub fn namespace(ns: &str) -> Self {
+        OperatorOptions { namespaces: vec![ns.to_string()], ..Default::default() }
+    }
+
+    /// Adds flags.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The port of a `--metrics-addr` among the flags, if one is given.
+    fn metrics_port(&self) -> Option<u16> {
+        let mut args = self.args.iter();
+        while let Some(arg) = args.next() {
+            let addr = match arg.strip_prefix("--metrics-addr") {
+                Some(rest) if rest.starts_with('=') => rest[1..].to_string(),
+                Some("") => args.next()?.clone(),
+                _ => continue,
+            };
+            return addr.rsplit(':').next()?.parse().ok();
+        }
+        None
+    }
 }
 
 impl Operator {
     /// Starts `serin run --namespace <ns>` against the local cluster, as its admin.
     pub fn start(namespace: &str) -> Self {
-        Operator::start_with(OperatorOptions {
-            namespaces: vec![namespace.to_string()],
-            ..Default::default()
-        })
+        Operator::start_with(OperatorOptions::namespace(namespace))
     }
 
-    /// Starts `serin run` with `options`.
+    /// Starts `serin run` with `options`. Unless the flags give one, the operations endpoint
+    /// listens on a free loopback port ([`Operator::metrics_port`]), so that operators of tests
+    /// running side by side do not collide on the default port.
     pub fn start_with(options: OperatorOptions) -> Self {
         static STARTS: AtomicU32 = AtomicU32::new(0);
         let scope =
@@ -279,23 +315,61 @@ impl Operator {
         if !options.namespaces.is_empty() {
             command.args(["--namespace", &options.namespaces.join(",")]);
         }
-        let kubeconfig = options.kubeconfig.unwrap_or_else(|| kubeconfig().to_path_buf());
+        let metrics_port = match options.metrics_port() {
+            Some(port) => port,
+            None => {
+                let port = prometheus::free_port();
+                command.arg(format!("--metrics-addr=127.0.0.1:{port}"));
+                port
+            }
+        };
+        let kubeconfig = options.kubeconfig.clone().unwrap_or_else(|| kubeconfig().to_path_buf());
         let child = command
             .args(&options.args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
-            .envs(options.env)
+            .env_remove("POD_NAMESPACE")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
             .unwrap();
-        Operator { child, log }
+        Operator { child, log, metrics_port }
+    }
+
+    /// `http://127.0.0.1:<metrics port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.metrics_port)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the process with SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (a clean stop) and waits up to `timeout` for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// The exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     /// The log so far, for assertion messages.
@@ -308,6 +382,57 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// One request the API server's audit log recorded (its `ResponseComplete` event).
+#[derive(Clone, Debug)]
+pub struct AuditEvent {
+    pub user_agent: String,
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, ...
+    pub verb: String,
+    /// `objectRef.resource`, e.g. `deployments`, `leases`.
+    pub resource: String,
+    /// `objectRef.subresource`, e.g. `status`; empty when none.
+    pub subresource: String,
+    /// `objectRef.namespace`; empty when none.
+    pub namespace: String,
+    pub response_code: Option<i64>,
+    /// `requestReceivedTimestamp`, as the API server's clock saw it.
+    pub received: k8s_openapi::jiff::Timestamp,
+}
+
+impl AuditEvent {
+    /// A create, update, patch, delete or deletecollection.
+    pub fn is_write(&self) -> bool {
+        matches!(self.verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection")
+    }
+}
+
+/// Every completed request in the audit log whose user agent contains `agent`, in the order
+/// the API server received them.
+pub fn audit_events(agent: &str) -> Vec<AuditEvent> {
+    let text = std::fs::read_to_string(audit_log()).unwrap();
+    let mut events: Vec<AuditEvent> = text
+        .lines()
+        .filter(|line| line.contains(agent))
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| e["userAgent"].as_str().is_some_and(|a| a.contains(agent)))
+        .map(|e| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            AuditEvent {
+                user_agent: text(&e["userAgent"]),
+                verb: text(&e["verb"]),
+                resource: text(&e["objectRef"]["resource"]),
+                subresource: text(&e["objectRef"]["subresource"]),
+                namespace: text(&e["objectRef"]["namespace"]),
+                response_code: e["responseStatus"]["code"].as_i64(),
+                received: text(&e["requestReceivedTimestamp"]).parse().unwrap(),
+            }
+        })
+        .collect();
+    events.sort_by_key(|e| e.received);
+    events
 }
 
 /// Creates the app every story rolls out: Deployment `web` (2 replicas of image `web:1`, pods

@@ -15,37 +15,26 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use serin::api::{Phase, Rollout, Verdict};
 use serin_e2e::adapter::{Adapter, Registration, register};
-use serin_e2e::mesh::process::Spawned;
-use serin_e2e::prometheus::Prometheus;
-use serin_e2e::{
-    Operator, client, eventually, install_rollout_crd, install_trafficsplit_crd, kubeconfig, namespace,
-};
+use serin_e2e::mesh::traffic::{Canary, Traffic};
+use serin_e2e::{Operator, client, eventually, install_rollout_crd, install_trafficsplit_crd, namespace};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// How the canary behaves.
-struct Canary {
-    error_rate: f64,
-    latency_ms: u64,
-}
 
 /// One story's world. Field order is drop order: the operator stops first.
 struct World {
     operator: Operator,
     registration: Option<Registration>,
     _adapter: Adapter,
-    prometheus: Option<Prometheus>,
-    _mesh: Option<Spawned>,
-    _apps: Vec<Spawned>,
+    traffic: Traffic,
     rollouts: Api<Rollout>,
     deployments: Api<Deployment>,
     ns: String,
 }
 
 impl World {
-    /// Deploys `web` with a Rollout whose `analysis` is given, two demo apps standing in for the
-    /// primary's and the canary's pods, the mesh sending `rps` requests/s by the TrafficSplit,
-    /// Prometheus scraping the mesh, and the Traffic Metrics server registered.
+    /// Deploys `web` with a Rollout whose `analysis` is given, real traffic at `rps` requests/s
+    /// with the canary behaving as `canary` says (see [`Traffic`]), and the Traffic Metrics
+    /// server registered.
     async fn new(prefix: &str, canary: Canary, rps: u32, analysis: Value) -> World {
         let client = client().await;
         install_rollout_crd(&client).await;
@@ -54,59 +43,19 @@ impl World {
         let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &ns);
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
 
-        let app = env!("CARGO_BIN_EXE_serin-demo-app");
-        let primary = Spawned::start(
-            app.as_ref(),
-            &["--version", "v1", "--error-rate", "0", "--latency-ms", "5", "--latency-jitter-ms", "2"]
-                .map(String::from),
-            "LISTENING",
-        );
-        let canary_app = Spawned::start(
-            app.as_ref(),
-            &[
-                "--version".to_string(),
-                "v2".to_string(),
-                "--error-rate".to_string(),
-                canary.error_rate.to_string(),
-                "--latency-ms".to_string(),
-                canary.latency_ms.to_string(),
-                "--latency-jitter-ms".to_string(),
-                "2".to_string(),
-            ],
-            "LISTENING",
-        );
-        let mesh = (rps > 0).then(|| {
-            Spawned::start(
-                env!("CARGO_BIN_EXE_serin-mesh").as_ref(),
-                &[
-                    "--kubeconfig".to_string(),
-                    kubeconfig().display().to_string(),
-                    "--namespace".to_string(),
-                    ns.clone(),
-                    "--trafficsplit".to_string(),
-                    "web".to_string(),
-                    "--backend".to_string(),
-                    format!("web-primary={}", primary.addr()),
-                    "--backend".to_string(),
-                    format!("web-canary={}", canary_app.addr()),
-                    "--workload".to_string(),
-                    "web-primary=web-primary".to_string(),
-                    "--workload".to_string(),
-                    "web-canary=web".to_string(),
-                    "--rps".to_string(),
-                    rps.to_string(),
-                ],
-                "METRICS",
-            )
-        });
-        let targets: Vec<String> = mesh.iter().map(|m| format!("127.0.0.1:{}", m.port)).collect();
-        // With no mesh, Prometheus scrapes an app that exposes no mesh metrics: no traffic data.
-        let targets = if targets.is_empty() { vec![primary.addr()] } else { targets };
-        let prometheus = Prometheus::start(&targets).await;
+        let traffic = Traffic::start(
+            env!("CARGO_BIN_EXE_serin-demo-app").as_ref(),
+            env!("CARGO_BIN_EXE_serin-mesh").as_ref(),
+            &ns,
+            canary,
+            rps,
+        )
+        .await;
         // A Rollout that reads Prometheus directly names it by this placeholder.
         let analysis: Value =
-            serde_json::from_str(&analysis.to_string().replace("PROMETHEUS_URL", &prometheus.url())).unwrap();
-        let adapter = Adapter::start(&ns, &prometheus.url(), "linkerd", &[]).await;
+            serde_json::from_str(&analysis.to_string().replace("PROMETHEUS_URL", &traffic.prometheus_url()))
+                .unwrap();
+        let adapter = Adapter::start(&ns, &traffic.prometheus_url(), "linkerd", &[]).await;
         let registration = register(&client, &adapter).await;
 
         let deployment: Deployment = serde_json::from_value(json!({
@@ -131,9 +80,7 @@ impl World {
             operator,
             registration: Some(registration),
             _adapter: adapter,
-            prometheus: Some(prometheus),
-            _mesh: mesh,
-            _apps: vec![primary, canary_app],
+            traffic,
             rollouts,
             deployments,
             ns,
@@ -311,7 +258,7 @@ async fn with_prometheus_gone_the_rollout_holds_and_fails_at_its_deadline() {
     world.new_image().await;
     eventually("the canary at step 1", WAIT, || async { (world.status().await.step >= 1).then_some(()) })
         .await;
-    drop(world.prometheus.take());
+    drop(world.traffic.prometheus.take());
 
     let status = world.wait_phase(Phase::Failed, &mut seen).await;
     assert!(

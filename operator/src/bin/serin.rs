@@ -39,6 +39,9 @@ enum Command {
         /// `{type: slack|teams|generic, secretRef: {namespace, name, key}, severity: info|warn|error}`.
         #[arg(long, value_name = "FILE")]
         notifications: Option<std::path::PathBuf>,
+        /// Operations: metrics and health endpoint, leader election, traces.
+        #[command(flatten)]
+        ops: serin::runtime::OpsArgs,
     },
 }
 
@@ -46,7 +49,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print_crd(),
-        Command::Run { namespaces, log_format, notifications } => {
+        Command::Run { namespaces, log_format, notifications, ops } => {
             serin::logging::init(log_format);
             serin::ensure_crypto_provider();
             // A bad file stops the operator at start, naming the file and the item.
@@ -66,15 +69,18 @@ fn main() -> ExitCode {
                 }
             };
             runtime.block_on(async move {
-                let client = match kube::Client::try_default().await {
-                    Ok(client) => client,
+                let instance = std::env::var("POD_NAME")
+                    .ok()
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or_else(|| format!("pid-{}", std::process::id()));
+                let mut ops = match serin::runtime::Runtime::start(&ops, &instance).await {
+                    Ok(ops) => ops,
                     Err(err) => {
-                        tracing::error!(error = %err, "cannot reach the Kubernetes API (check KUBECONFIG)");
+                        tracing::error!(error = %err, "cannot start");
                         return ExitCode::FAILURE;
                     }
                 };
-                let instance =
-                    std::env::var("POD_NAME").ok().or_else(|| Some(format!("pid-{}", std::process::id())));
+                let client = ops.client();
                 // The reconciler takes the notifier once the engine wiring lands (issue #8, hooks).
                 let notifier = match serin::notify::Notifier::new(client.clone(), global_notifications) {
                     Ok(notifier) => notifier,
@@ -84,17 +90,25 @@ fn main() -> ExitCode {
                     }
                 };
                 tracing::info!(global_receivers = notifier.global().len(), "notifications ready");
-                let options = Options { namespaces: namespace_list(namespaces), instance };
+                let options = Options {
+                    namespaces: namespace_list(namespaces),
+                    instance: Some(instance),
+                    telemetry: ops.telemetry(),
+                };
                 let sources = Sources {
                     traffic_metrics: TrafficMetricsApi::new(client.clone()),
                     prometheus: PrometheusSource::default(),
                 };
-                match reconcile::run(client, options, Arc::new(sources)).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(err) => {
+                let outcome = ops.lead(reconcile::run(client, options, Arc::new(sources))).await;
+                ops.shutdown();
+                match outcome {
+                    Ok(Ok(())) => ExitCode::SUCCESS,
+                    Ok(Err(err)) => {
                         tracing::error!(error = %err, "operator stopped");
                         ExitCode::FAILURE
                     }
+                    // Lost the Lease: already logged; a restart makes this process a follower.
+                    Err(_) => ExitCode::FAILURE,
                 }
             })
         }

@@ -66,6 +66,8 @@ pub struct Options {
     pub namespaces: Vec<String>,
     /// Identity of this process in Events.
     pub instance: Option<String>,
+    /// Metrics, traces and readiness (see [`crate::telemetry`]).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// Shared state of the controller.
@@ -79,17 +81,14 @@ pub struct Context {
     default_router: SmiTrafficSplit,
     metrics: Arc<dyn MetricSource>,
     instance: String,
+    telemetry: crate::telemetry::Telemetry,
+    caches: super::caches::Synced,
 }
 
 impl Context {
     /// Waits until every watch cache has finished its first list. Instant once they have.
     async fn wait_for_caches(&self) {
-        let _ = futures::join!(
-            self.deployments.wait_until_ready(),
-            self.autoscalers.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.splits.wait_until_ready(),
-        );
+        self.caches.wait().await;
     }
 }
 
@@ -127,6 +126,7 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
         info!(namespaces = ?options.namespaces, "watching namespaces");
         options.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
     };
+    options.telemetry.health().expect_scopes(scopes.len());
     let controllers = scopes.into_iter().map(|ns| {
         let shared = Shared {
             client: client.clone(),
@@ -134,6 +134,7 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
             default_router: default_router.clone(),
             metrics: metrics.clone(),
             instance: instance.clone(),
+            telemetry: options.telemetry.clone(),
         };
         controller(shared, ns)
     });
@@ -148,11 +149,12 @@ struct Shared {
     default_router: SmiTrafficSplit,
     metrics: Arc<dyn MetricSource>,
     instance: String,
+    telemetry: crate::telemetry::Telemetry,
 }
 
 /// Runs one controller over `ns` (all namespaces when `None`) until the process is stopped.
 async fn controller(shared: Shared, ns: Option<&str>) {
-    let Shared { client, served, default_router, metrics, instance } = shared;
+    let Shared { client, served, default_router, metrics, instance, telemetry } = shared;
     let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let (deployments, deployment_writer) = reflector::store();
     let deployment_stream =
@@ -180,6 +182,16 @@ async fn controller(shared: Shared, ns: Option<&str>) {
     let split_stream =
         reflector(split_writer, watcher(split_api, managed)).default_backoff().touched_objects();
 
+    // One waiter for the stores; any number of reconciles wait on `caches` (see `caches.rs`).
+    let stores = (deployments.clone(), autoscalers.clone(), services.clone(), splits.clone());
+    let caches = super::caches::Synced::spawn(async move {
+        let _ = futures::join!(
+            stores.0.wait_until_ready(),
+            stores.1.wait_until_ready(),
+            stores.2.wait_until_ready(),
+            stores.3.wait_until_ready(),
+        );
+    });
     let context = Arc::new(Context {
         client: client.clone(),
         deployments,
@@ -190,10 +202,19 @@ async fn controller(shared: Shared, ns: Option<&str>) {
         default_router,
         metrics,
         instance,
+        telemetry: telemetry.clone(),
+        caches: caches.clone(),
     });
 
-    let controller = Controller::new(api::<Rollout>(&client, ns), watcher::Config::default());
-    let rollouts = controller.store();
+    // The Rollout watch, as `Controller::new` builds it, with its first list reported to
+    // readiness (the controller is the only waiter on this store).
+    let (rollouts, rollout_writer) = reflector::store();
+    let rollout_trigger =
+        reflector(rollout_writer, watcher(api::<Rollout>(&client, ns), watcher::Config::default()))
+            .inspect(telemetry.on_rollouts_listed())
+            .applied_objects();
+    let controller = Controller::for_stream(rollout_trigger, rollouts.clone());
+    telemetry.track(rollouts.clone(), caches);
     let rollouts_for_hpa = rollouts.clone();
     controller
         .watches_stream(deployment_stream, move |deployment: Deployment| {
@@ -241,20 +262,24 @@ async fn controller(shared: Shared, ns: Option<&str>) {
                         kube::runtime::finalizer::Error::CleanupFailed(Error::HandingBack(_))
                     ) => {}
                 Err(ControllerError::ObjectNotFound(object)) => debug!(%object, "gone before reconcile"),
+                Err(ControllerError::ReconcilerFailed(error, object)) => {
+                    warn!(rollout = %object.name, namespace = %object.namespace.as_deref().unwrap_or_default(), %error, "reconcile failed")
+                }
                 Err(err) => warn!(error = %err, "reconcile failed"),
             }
         })
         .await;
 }
 
-fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Action {
     if let Error::Finalizer(inner) = error
         && let kube::runtime::finalizer::Error::CleanupFailed(Error::HandingBack(why)) = inner.as_ref()
     {
-        info!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), "{why}");
+        info!(rollout = %rollout.name_any(), namespace = %rollout.namespace().unwrap_or_default(), "{why}");
         return Action::requeue(Duration::from_secs(1));
     }
-    warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), %error, "will retry");
+    ctx.telemetry.reconcile_failed(error);
+    warn!(rollout = %rollout.name_any(), namespace = %rollout.namespace().unwrap_or_default(), %error, "will retry");
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -387,6 +412,7 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     if decision.status != old {
         write_status(rollout, ctx, &ns, &decision.status).await?;
     }
+    ctx.telemetry.decided(rollout, &old, &observations, &decision, now);
     record(rollout, ctx, &decision).await;
     converge(rollout, ctx, &ns, &decision, &router).await?;
     Ok(decision.requeue_after.map_or(Action::requeue(RESYNC), Action::requeue))
@@ -417,7 +443,7 @@ async fn record(rollout: &Rollout, ctx: &Context, decision: &Decision) {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
     let regarding = rollout.object_ref(&());
     for transition in &decision.events {
-        info!(reason = transition.reason, message = %transition.message, "transition");
+        info!(reason = transition.reason, note = %transition.message, "transition");
         let event = json!({
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"generateName": format!("{}-", rollout.name_any()), "namespace": ns},
