@@ -23,10 +23,10 @@ use kube::{Client, Config};
 pub mod adapter;
 pub mod formats;
 pub mod mesh;
+pub mod otlp;
 pub mod prometheus;
 pub mod receiver;
 pub mod story;
-pub mod traffic;
 
 /// The field manager e2e tests write with.
 pub const MANAGER: &str = "serin-e2e";
@@ -158,6 +158,85 @@ pub fn plugin_binary() -> &'static Path {
     PATH.get_or_init(|| workspace_binary("serin", "kubectl-serin"))
 }
 
+/// Writes a kubeconfig that authenticates as ServiceAccount `ns/name` with a token from the
+/// TokenRequest API (valid one hour, like `kubectl create token`), for the local cluster, and
+/// returns its path.
+pub async fn service_account_kubeconfig(client: &Client, ns: &str, name: &str) -> PathBuf {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let request = TokenRequest {
+        spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() },
+        ..Default::default()
+    };
+    let answer = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for ServiceAccount {ns}/{name}: {e}"));
+    let token = answer.status.expect("a TokenRequest answer carries a status").token;
+    let admin = Kubeconfig::read_from(kubeconfig()).unwrap();
+    let cluster = admin.clusters[0].cluster.clone().expect("the admin kubeconfig names its cluster");
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "serin-e2e", "cluster": {
+            "server": cluster.server,
+            "certificate-authority-data": cluster.certificate_authority_data,
+        }}],
+        "users": [{"name": format!("{ns}-{name}"), "user": {"token": token}}],
+        "contexts": [{"name": "serin-e2e", "context": {"cluster": "serin-e2e", "user": format!("{ns}-{name}")}}],
+        "current-context": "serin-e2e",
+    });
+    let path = std::env::temp_dir().join(format!("serin-sa-{ns}-{name}-{}.kubeconfig", std::process::id()));
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    path
+}
+
+/// The `helm` binary (Helm v3, pinned by `e2e/tools/helm/go.mod`), built by `e2e/build-tools
+/// --helm` on first use (about 2 minutes on 2 cores) and cached under `~/.cache/serin/bin`.
+pub fn helm_binary() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let script = repo_root().join("e2e/build-tools");
+        let out = std::process::Command::new(&script)
+            .arg("--helm")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(out.status.success(), "`e2e/build-tools --helm` failed ({}); its log is above", out.status);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let path = PathBuf::from(stdout.trim().lines().last().unwrap_or_default());
+        assert!(path.is_file(), "`e2e/build-tools --helm` printed {path:?}, which is not a file");
+        path
+    })
+}
+
+/// Runs `helm <args>` with Helm's config, cache and data directories in a temporary directory
+/// of this test binary, and returns its output. Commands that talk to a cluster (`install`,
+/// `upgrade`, `uninstall`, `status`, `list`, `get`, `history`, `rollback`, `test`) get the
+/// local cluster's admin kubeconfig; the others (`lint`, `template`, ...) get none, so they
+/// work offline.
+pub fn helm(args: &[&str]) -> std::process::Output {
+    const ONLINE: [&str; 9] =
+        ["install", "upgrade", "uninstall", "status", "list", "get", "history", "rollback", "test"];
+    let kubeconfig_path = match args.first() {
+        Some(command) if ONLINE.contains(command) => kubeconfig().to_path_buf(),
+        _ => PathBuf::from("/nonexistent/kubeconfig"),
+    };
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    let home = HOME.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("serin-helm-home-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    std::process::Command::new(helm_binary())
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run helm {args:?}: {e}"))
+}
+
 /// The last `lines` lines of a log file, for assertion messages.
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -165,35 +244,139 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A running operator process watching one namespace. Killed when dropped.
+/// A running operator process. Killed when dropped.
 pub struct Operator {
     child: std::process::Child,
     /// Where its log goes.
     pub log: PathBuf,
+    /// Its `--metrics-addr` port on 127.0.0.1 (`/metrics`, `/healthz`, `/readyz`).
+    pub metrics_port: u16,
+}
+
+/// How to start an [`Operator`]: [`Operator::start`] is the common case, one namespace as the
+/// cluster's admin; [`Operator::start_with`] takes these.
+#[derive(Clone, Debug, Default)]
+pub struct OperatorOptions {
+    /// `--namespace` (comma-joined); all namespaces when empty.
+    pub namespaces: Vec<String>,
+    /// The identity it runs as; the admin kubeconfig when `None`.
+    pub kubeconfig: Option<PathBuf>,
+    /// More arguments after `run`.
+    pub args: Vec<String>,
+    /// More environment variables, e.g. `POD_NAME` (the instance name in Events, the Lease and
+    /// the user agent).
+    pub env: Vec<(String, String)>,
+}
+
+impl OperatorOptions {
+    /// One namespace, as the cluster's admin.
+    pub fn namespace(ns: &str) -> Self {
+        OperatorOptions { namespaces: vec![ns.to_string()], ..Default::default() }
+    }
+
+    /// Adds flags.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The port of a `--metrics-addr` among the flags, if one is given.
+    fn metrics_port(&self) -> Option<u16> {
+        let mut args = self.args.iter();
+        while let Some(arg) = args.next() {
+            let addr = match arg.strip_prefix("--metrics-addr") {
+                Some(rest) if rest.starts_with('=') => rest[1..].to_string(),
+                Some("") => args.next()?.clone(),
+                _ => continue,
+            };
+            return addr.rsplit(':').next()?.parse().ok();
+        }
+        None
+    }
 }
 
 impl Operator {
-    /// Starts `serin run --namespace <ns>` against the local cluster.
+    /// Starts `serin run --namespace <ns>` against the local cluster, as its admin.
     pub fn start(namespace: &str) -> Self {
+        Operator::start_with(OperatorOptions::namespace(namespace))
+    }
+
+    /// Starts `serin run` with `options`. Unless the flags give one, the operations endpoint
+    /// listens on a free loopback port ([`Operator::metrics_port`]), so that operators of tests
+    /// running side by side do not collide on the default port.
+    pub fn start_with(options: OperatorOptions) -> Self {
         static STARTS: AtomicU32 = AtomicU32::new(0);
+        let scope =
+            if options.namespaces.is_empty() { "all".to_string() } else { options.namespaces.join("+") };
         let log = std::env::temp_dir()
-            .join(format!("serin-operator-{namespace}-{}.log", STARTS.fetch_add(1, Ordering::Relaxed)));
+            .join(format!("serin-operator-{scope}-{}.log", STARTS.fetch_add(1, Ordering::Relaxed)));
         let file = std::fs::File::create(&log).unwrap();
-        let child = std::process::Command::new(serin_binary())
-            .args(["run", "--namespace", namespace])
-            .env("KUBECONFIG", kubeconfig())
+        let mut command = std::process::Command::new(serin_binary());
+        command.arg("run");
+        if !options.namespaces.is_empty() {
+            command.args(["--namespace", &options.namespaces.join(",")]);
+        }
+        let metrics_port = match options.metrics_port() {
+            Some(port) => port,
+            None => {
+                let port = prometheus::free_port();
+                command.arg(format!("--metrics-addr=127.0.0.1:{port}"));
+                port
+            }
+        };
+        let kubeconfig = options.kubeconfig.clone().unwrap_or_else(|| kubeconfig().to_path_buf());
+        let child = command
+            .args(&options.args)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
             .unwrap();
-        Operator { child, log }
+        Operator { child, log, metrics_port }
+    }
+
+    /// `http://127.0.0.1:<metrics port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.metrics_port)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the process with SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (a clean stop) and waits up to `timeout` for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// The exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     /// The log so far, for assertion messages.
@@ -206,6 +389,57 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// One request the API server's audit log recorded (its `ResponseComplete` event).
+#[derive(Clone, Debug)]
+pub struct AuditEvent {
+    pub user_agent: String,
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, ...
+    pub verb: String,
+    /// `objectRef.resource`, e.g. `deployments`, `leases`.
+    pub resource: String,
+    /// `objectRef.subresource`, e.g. `status`; empty when none.
+    pub subresource: String,
+    /// `objectRef.namespace`; empty when none.
+    pub namespace: String,
+    pub response_code: Option<i64>,
+    /// `requestReceivedTimestamp`, as the API server's clock saw it.
+    pub received: k8s_openapi::jiff::Timestamp,
+}
+
+impl AuditEvent {
+    /// A create, update, patch, delete or deletecollection.
+    pub fn is_write(&self) -> bool {
+        matches!(self.verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection")
+    }
+}
+
+/// Every completed request in the audit log whose user agent contains `agent`, in the order
+/// the API server received them.
+pub fn audit_events(agent: &str) -> Vec<AuditEvent> {
+    let text = std::fs::read_to_string(audit_log()).unwrap();
+    let mut events: Vec<AuditEvent> = text
+        .lines()
+        .filter(|line| line.contains(agent))
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| e["userAgent"].as_str().is_some_and(|a| a.contains(agent)))
+        .map(|e| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            AuditEvent {
+                user_agent: text(&e["userAgent"]),
+                verb: text(&e["verb"]),
+                resource: text(&e["objectRef"]["resource"]),
+                subresource: text(&e["objectRef"]["subresource"]),
+                namespace: text(&e["objectRef"]["namespace"]),
+                response_code: e["responseStatus"]["code"].as_i64(),
+                received: text(&e["requestReceivedTimestamp"]).parse().unwrap(),
+            }
+        })
+        .collect();
+    events.sort_by_key(|e| e.received);
+    events
 }
 
 /// Creates the app every story rolls out: Deployment `web` (2 replicas of image `web:1`, pods

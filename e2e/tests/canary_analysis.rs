@@ -15,7 +15,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use serin::api::{Phase, Rollout, Verdict};
 use serin_e2e::adapter::{Adapter, Registration, register};
-use serin_e2e::traffic::{Canary, Tools, Traffic};
+use serin_e2e::mesh::traffic::{Canary, Traffic};
 use serin_e2e::{Operator, client, eventually, install_rollout_crd, install_trafficsplit_crd, namespace};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -32,9 +32,9 @@ struct World {
 }
 
 impl World {
-    /// Deploys `web` with a Rollout whose `analysis` is given, two demo apps standing in for the
-    /// primary's and the canary's pods, the mesh sending `rps` requests/s by the TrafficSplit,
-    /// Prometheus scraping the mesh, and the Traffic Metrics server registered.
+    /// Deploys `web` with a Rollout whose `analysis` is given, real traffic at `rps` requests/s
+    /// with the canary behaving as `canary` says (see [`Traffic`]), and the Traffic Metrics
+    /// server registered.
     async fn new(prefix: &str, canary: Canary, rps: u32, analysis: Value) -> World {
         let client = client().await;
         install_rollout_crd(&client).await;
@@ -43,14 +43,19 @@ impl World {
         let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &ns);
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
 
-        let tools = Tools {
-            demo_app: env!("CARGO_BIN_EXE_serin-demo-app").as_ref(),
-            mesh: env!("CARGO_BIN_EXE_serin-mesh").as_ref(),
-        };
-        let traffic = Traffic::start(tools, &ns, canary, rps).await;
+        let traffic = Traffic::start(
+            env!("CARGO_BIN_EXE_serin-demo-app").as_ref(),
+            env!("CARGO_BIN_EXE_serin-mesh").as_ref(),
+            &ns,
+            canary,
+            rps,
+        )
+        .await;
         // A Rollout that reads Prometheus directly names it by this placeholder.
-        let analysis = traffic.with_address(&analysis);
-        let adapter = Adapter::start(&ns, &traffic.prometheus_url, "linkerd", &[]).await;
+        let analysis: Value =
+            serde_json::from_str(&analysis.to_string().replace("PROMETHEUS_URL", &traffic.prometheus_url()))
+                .unwrap();
+        let adapter = Adapter::start(&ns, &traffic.prometheus_url(), "linkerd", &[]).await;
         let registration = register(&client, &adapter).await;
 
         let deployment: Deployment = serde_json::from_value(json!({

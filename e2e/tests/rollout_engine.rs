@@ -297,3 +297,34 @@ async fn an_abort_request_rolls_back_and_kubectl_wait_sees_ready_after_a_promoti
     .await;
     assert_eq!(story.events("Aborted").await.len(), 1);
 }
+
+#[tokio::test]
+async fn an_operator_watching_two_namespaces_rolls_out_in_both_and_ignores_a_third() {
+    let stories = [
+        Story::new("watch-a", json!({"weights": [50], "interval": "1s"}), json!({})).await,
+        Story::new("watch-b", json!({"weights": [50], "interval": "1s"}), json!({})).await,
+    ];
+    let ignored = Story::new("watch-c", json!({"weights": [50], "interval": "1s"}), json!({})).await;
+    let operator = Operator::start_with(serin_e2e::OperatorOptions {
+        namespaces: stories.iter().map(|s| s.ns.clone()).collect(),
+        ..Default::default()
+    });
+    for story in &stories {
+        story.wait_phase(Phase::Idle, &operator).await;
+        story.set_image("web:2").await;
+    }
+    for story in &stories {
+        story.wait_phase(Phase::Succeeded, &operator).await;
+        assert_eq!(story.image("web-primary").await.as_deref(), Some("web:2"), "promoted in {}", story.ns);
+    }
+
+    // Both rollouts went all the way while the third namespace's Rollout was never touched:
+    // no status, no finalizer, no primary, and the operator never named its namespace.
+    let rollout = ignored.rollout().await;
+    assert!(rollout.status.is_none(), "{} was reconciled: {:?}", ignored.ns, rollout.status);
+    assert!(rollout.finalizers().is_empty(), "{} got a finalizer", ignored.ns);
+    assert!(ignored.deployments.get_opt("web-primary").await.unwrap().is_none());
+    assert_eq!(ignored.replicas("web").await, Some(2), "the app in {} is untouched", ignored.ns);
+    let log = std::fs::read_to_string(&operator.log).unwrap();
+    assert!(!log.contains(&ignored.ns), "the operator mentioned {}:\n{}", ignored.ns, operator.log_tail());
+}

@@ -8,9 +8,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use serin::api::{HookState, HookStatus, Phase, RolloutStatus, WaitGate, WaitReason};
+use serin_e2e::mesh::traffic::{Canary, Traffic};
 use serin_e2e::receiver::{Receiver, Recorded};
 use serin_e2e::story::{Story, WAIT};
-use serin_e2e::traffic::{Canary, Tools, Traffic};
 use serin_e2e::{Operator, eventually, kubeconfig, plugin_binary};
 
 fn hook(name: &str, type_: &str, url: &str, extra: Value) -> Value {
@@ -404,18 +404,20 @@ async fn slack_and_teams_hear_a_real_rollback_with_the_failing_gate() {
     .await;
     secret(&story, "slack", &slack.url("/services/T000/B000/XXXX")).await;
     secret(&story, "teams", &teams.url("/workflows/abc/triggers/manual/paths/invoke")).await;
-    let tools = Tools {
-        demo_app: env!("CARGO_BIN_EXE_serin-demo-app").as_ref(),
-        mesh: env!("CARGO_BIN_EXE_serin-mesh").as_ref(),
-    };
-    let traffic = Traffic::start(tools, &story.ns, Canary { error_rate: 0.3, latency_ms: 5 }, 40).await;
+    let traffic = Traffic::start(
+        env!("CARGO_BIN_EXE_serin-demo-app").as_ref(),
+        env!("CARGO_BIN_EXE_serin-mesh").as_ref(),
+        &story.ns,
+        Canary { error_rate: 0.3, latency_ms: 5 },
+        40,
+    )
+    .await;
+    let analysis: Value =
+        serde_json::from_str(&analysis.to_string().replace("PROMETHEUS_URL", &traffic.prometheus_url()))
+            .unwrap();
     story
         .rollouts
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"analysis": traffic.with_address(&analysis)}})),
-        )
+        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"analysis": analysis}})))
         .await
         .unwrap();
     let operator = Operator::start(&story.ns);

@@ -5,19 +5,24 @@
 //!   Metrics).
 //! - [`quantity`]: exact Kubernetes quantities, used by both.
 //! - [`crdgen`]: the generated CRD YAML committed under `crds/`.
+//! - [`runtime`], [`leader`], [`telemetry`]: the operator process: flags, leader election,
+//!   metrics, traces and health endpoints.
 pub mod analysis;
 pub mod api;
 pub mod crdgen;
 pub mod duration;
 pub mod engine;
+pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod plugin;
 pub mod quantity;
+pub mod runtime;
 pub mod schedule;
 pub mod secrets;
 pub mod smi;
+pub mod telemetry;
 pub mod traffic;
 pub mod webhooks;
 

@@ -34,3 +34,19 @@ fn committed_crd_parses_as_a_crd_with_status_and_columns() {
     assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["srl".to_string()][..]));
     assert_eq!(crd.spec.names.categories.as_deref(), Some(&["serin".to_string()][..]));
 }
+
+#[test]
+fn the_helm_charts_crd_is_the_committed_crd() {
+    // Helm installs charts/serin/crds/ as is; it must be the same file as crds/.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let chart_copy = "charts/serin/crds/rollouts.serin.dev.yaml";
+    let committed = std::fs::read_to_string(root.join(serin::crdgen::ROLLOUT_CRD_PATH)).unwrap();
+    let in_chart = std::fs::read_to_string(root.join(chart_copy))
+        .unwrap_or_else(|e| panic!("cannot read {chart_copy}: {e}"));
+    assert!(
+        in_chart == committed,
+        "{chart_copy} differs from {}; copy it over:\n  cp {} {chart_copy}",
+        serin::crdgen::ROLLOUT_CRD_PATH,
+        serin::crdgen::ROLLOUT_CRD_PATH
+    );
+}

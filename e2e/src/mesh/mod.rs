@@ -11,7 +11,8 @@
 //!   Prometheus and an SMI metrics adapter can be pointed at it as at a meshed namespace.
 //!
 //! Test support lives here too: [`process::Spawned`] runs either binary and kills it when
-//! dropped, and [`scrape::Scrape`] parses what `/metrics` serves.
+//! dropped, [`scrape::Scrape`] parses what `/metrics` serves, and [`traffic::Traffic`] runs the
+//! apps, the mesh and a Prometheus for a Rollout `web`.
 
 pub mod cli;
 pub mod data_plane;
@@ -19,6 +20,7 @@ pub mod demo_app;
 pub mod metrics;
 pub mod process;
 pub mod scrape;
+pub mod traffic;
 
 use std::sync::Once;
 use std::time::Duration;

@@ -26,11 +26,12 @@ enum Command {
     Crd,
     /// Run the operator against the cluster in KUBECONFIG (or in-cluster config).
     ///
-    /// Example: RUST_LOG=info serin run --namespace shop
+    /// Example: RUST_LOG=info serin run --namespace shop,checkout
     Run {
-        /// Watch only this namespace (default: all namespaces).
-        #[arg(long, short = 'n')]
-        namespace: Option<String>,
+        /// Watch only these namespaces: comma-separated, or the flag repeated (default: all
+        /// namespaces).
+        #[arg(long = "namespace", short = 'n', value_name = "NAMESPACE", value_delimiter = ',')]
+        namespaces: Vec<String>,
         /// Log format.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
@@ -38,6 +39,9 @@ enum Command {
         /// `{type: slack|teams|generic, secretRef: {namespace, name, key}, severity: info|warn|error}`.
         #[arg(long, value_name = "FILE")]
         notifications: Option<std::path::PathBuf>,
+        /// Operations: metrics and health endpoint, leader election, traces.
+        #[command(flatten)]
+        ops: serin::runtime::OpsArgs,
     },
 }
 
@@ -45,7 +49,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => print_crd(),
-        Command::Run { namespace, log_format, notifications } => {
+        Command::Run { namespaces, log_format, notifications, ops } => {
             serin::logging::init(log_format);
             serin::ensure_crypto_provider();
             // A bad file stops the operator at start, naming the file and the item.
@@ -65,15 +69,18 @@ fn main() -> ExitCode {
                 }
             };
             runtime.block_on(async move {
-                let client = match kube::Client::try_default().await {
-                    Ok(client) => client,
+                let instance = std::env::var("POD_NAME")
+                    .ok()
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or_else(|| format!("pid-{}", std::process::id()));
+                let mut ops = match serin::runtime::Runtime::start(&ops, &instance).await {
+                    Ok(ops) => ops,
                     Err(err) => {
-                        tracing::error!(error = %err, "cannot reach the Kubernetes API (check KUBECONFIG)");
+                        tracing::error!(error = %err, "cannot start");
                         return ExitCode::FAILURE;
                     }
                 };
-                let instance =
-                    std::env::var("POD_NAME").ok().or_else(|| Some(format!("pid-{}", std::process::id())));
+                let client = ops.client();
                 let notifier = match serin::notify::Notifier::new(client.clone(), global_notifications) {
                     Ok(notifier) => notifier,
                     Err(err) => {
@@ -82,21 +89,42 @@ fn main() -> ExitCode {
                     }
                 };
                 tracing::info!(global_receivers = notifier.global().len(), "notifications ready");
-                let options = Options { namespace, instance, notifier: Some(notifier) };
+                let options = Options {
+                    namespaces: namespace_list(namespaces),
+                    instance: Some(instance),
+                    telemetry: ops.telemetry(),
+                    notifier: Some(notifier),
+                };
                 let sources = Sources {
                     traffic_metrics: TrafficMetricsApi::new(client.clone()),
                     prometheus: PrometheusSource::default(),
                 };
-                match reconcile::run(client, options, Arc::new(sources)).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(err) => {
+                let outcome = ops.lead(reconcile::run(client, options, Arc::new(sources))).await;
+                ops.shutdown();
+                match outcome {
+                    Ok(Ok(())) => ExitCode::SUCCESS,
+                    Ok(Err(err)) => {
                         tracing::error!(error = %err, "operator stopped");
                         ExitCode::FAILURE
                     }
+                    // Lost the Lease: already logged; a restart makes this process a follower.
+                    Err(_) => ExitCode::FAILURE,
                 }
             })
         }
     }
+}
+
+/// The namespaces to watch: blanks dropped (`--namespace a,,b` or a trailing comma from a
+/// template), each named once, in the order given.
+fn namespace_list(given: Vec<String>) -> Vec<String> {
+    let mut list: Vec<String> = Vec::new();
+    for ns in given.into_iter().map(|ns| ns.trim().to_string()).filter(|ns| !ns.is_empty()) {
+        if !list.contains(&ns) {
+            list.push(ns);
+        }
+    }
+    list
 }
 
 fn print_crd() -> ExitCode {
@@ -112,5 +140,28 @@ fn print_crd() -> ExitCode {
             eprintln!("serin crd: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Vec<String> {
+        match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Run { namespaces, .. }) => namespace_list(namespaces),
+            Ok(Command::Crd) => panic!("parsed as crd"),
+            Err(err) => panic!("{args:?}: {err}"),
+        }
+    }
+
+    #[test]
+    fn namespaces_are_comma_separated_or_repeated_and_default_to_all() {
+        assert!(parsed(&["serin", "run"]).is_empty(), "no flag: all namespaces");
+        assert_eq!(parsed(&["serin", "run", "--namespace", "a"]), ["a"]);
+        assert_eq!(parsed(&["serin", "run", "--namespace", "a,b"]), ["a", "b"]);
+        assert_eq!(parsed(&["serin", "run", "-n", "a", "-n", "b", "--namespace=c"]), ["a", "b", "c"]);
+        assert_eq!(parsed(&["serin", "run", "--namespace", "b,a,b,", "-n", " a "]), ["b", "a"]);
+        assert!(parsed(&["serin", "run", "--namespace", ""]).is_empty(), "blank: all namespaces");
     }
 }

@@ -70,10 +70,12 @@ pub enum Error {
 /// Options for [`run`].
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// Watch one namespace only; all namespaces when `None`.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces; all namespaces when empty.
+    pub namespaces: Vec<String>,
     /// Identity of this process in Events.
     pub instance: Option<String>,
+    /// Metrics, traces and readiness (see [`crate::telemetry`]).
+    pub telemetry: crate::telemetry::Telemetry,
     /// Sends notifications (the Rollouts' and the global receivers of `--notifications`). When
     /// `None`, one without global receivers is made.
     pub notifier: Option<Notifier>,
@@ -90,6 +92,8 @@ pub struct Context {
     default_router: SmiTrafficSplit,
     metrics: Arc<dyn MetricSource>,
     instance: String,
+    telemetry: crate::telemetry::Telemetry,
+    caches: super::caches::Synced,
     webhooks: Webhooks,
     notifier: Notifier,
     side_effects: Arc<tokio::sync::Semaphore>,
@@ -98,12 +102,7 @@ pub struct Context {
 impl Context {
     /// Waits until every watch cache has finished its first list. Instant once they have.
     async fn wait_for_caches(&self) {
-        let _ = futures::join!(
-            self.deployments.wait_until_ready(),
-            self.autoscalers.wait_until_ready(),
-            self.services.wait_until_ready(),
-            self.splits.wait_until_ready(),
-        );
+        self.caches.wait().await;
     }
 }
 
@@ -122,13 +121,77 @@ where
 }
 
 /// Runs the controller until the process is stopped.
+///
+/// With a list of namespaces, each namespace gets a controller of its own (its own watches,
+/// caches and work queue), all in this process. They do not share a cache: a cache fed by
+/// several namespaces' watches would be replaced whole by each namespace's (re)list, dropping
+/// the other namespaces' objects until their next event. A controller needs only the
+/// permissions of its own namespace, so a Role per namespace is enough.
 pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource>) -> Result<(), Error> {
-    let ns = options.namespace.as_deref();
     let served = served_versions(&client).await?;
     let version = choose_version(crate::api::SmiVersion::Auto, &served)?;
     let default_router = SmiTrafficSplit::new(version).ok_or(TrafficError::NoTrafficSplit)?;
     info!(served = ?served, writing = version, "discovered TrafficSplit versions");
+    let instance = options.instance.clone().unwrap_or_else(|| format!("pid-{}", std::process::id()));
+    let scopes: Vec<Option<&str>> = if options.namespaces.is_empty() {
+        info!("watching all namespaces");
+        vec![None]
+    } else {
+        info!(namespaces = ?options.namespaces, "watching namespaces");
+        options.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+    };
+    options.telemetry.health().expect_scopes(scopes.len());
+    // One webhook client, notifier and side-effect budget for every namespace.
+    let webhooks = Webhooks::new(client.clone())?;
+    let notifier = match options.notifier.clone() {
+        Some(notifier) => notifier,
+        None => Notifier::new(client.clone(), Vec::new())?,
+    };
+    let side_effects = Arc::new(tokio::sync::Semaphore::new(SIDE_EFFECTS));
+    let controllers = scopes.into_iter().map(|ns| {
+        let shared = Shared {
+            client: client.clone(),
+            served: served.clone(),
+            default_router: default_router.clone(),
+            metrics: metrics.clone(),
+            instance: instance.clone(),
+            telemetry: options.telemetry.clone(),
+            webhooks: webhooks.clone(),
+            notifier: notifier.clone(),
+            side_effects: side_effects.clone(),
+        };
+        controller(shared, ns)
+    });
+    futures::future::join_all(controllers).await;
+    Ok(())
+}
 
+/// What every namespace's controller shares.
+struct Shared {
+    client: Client,
+    served: Vec<String>,
+    default_router: SmiTrafficSplit,
+    metrics: Arc<dyn MetricSource>,
+    instance: String,
+    telemetry: crate::telemetry::Telemetry,
+    webhooks: Webhooks,
+    notifier: Notifier,
+    side_effects: Arc<tokio::sync::Semaphore>,
+}
+
+/// Runs one controller over `ns` (all namespaces when `None`) until the process is stopped.
+async fn controller(shared: Shared, ns: Option<&str>) {
+    let Shared {
+        client,
+        served,
+        default_router,
+        metrics,
+        instance,
+        telemetry,
+        webhooks,
+        notifier,
+        side_effects,
+    } = shared;
     let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
     let (deployments, deployment_writer) = reflector::store();
     let deployment_stream =
@@ -156,6 +219,16 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
     let split_stream =
         reflector(split_writer, watcher(split_api, managed)).default_backoff().touched_objects();
 
+    // One waiter for the stores; any number of reconciles wait on `caches` (see `caches.rs`).
+    let stores = (deployments.clone(), autoscalers.clone(), services.clone(), splits.clone());
+    let caches = super::caches::Synced::spawn(async move {
+        let _ = futures::join!(
+            stores.0.wait_until_ready(),
+            stores.1.wait_until_ready(),
+            stores.2.wait_until_ready(),
+            stores.3.wait_until_ready(),
+        );
+    });
     let context = Arc::new(Context {
         client: client.clone(),
         deployments,
@@ -165,17 +238,23 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
         served_split_versions: served,
         default_router,
         metrics,
-        instance: options.instance.clone().unwrap_or_else(|| format!("pid-{}", std::process::id())),
-        webhooks: Webhooks::new(client.clone())?,
-        notifier: match options.notifier.clone() {
-            Some(notifier) => notifier,
-            None => Notifier::new(client.clone(), Vec::new())?,
-        },
-        side_effects: Arc::new(tokio::sync::Semaphore::new(SIDE_EFFECTS)),
+        instance,
+        telemetry: telemetry.clone(),
+        caches: caches.clone(),
+        webhooks,
+        notifier,
+        side_effects,
     });
 
-    let controller = Controller::new(api::<Rollout>(&client, ns), watcher::Config::default());
-    let rollouts = controller.store();
+    // The Rollout watch, as `Controller::new` builds it, with its first list reported to
+    // readiness (the controller is the only waiter on this store).
+    let (rollouts, rollout_writer) = reflector::store();
+    let rollout_trigger =
+        reflector(rollout_writer, watcher(api::<Rollout>(&client, ns), watcher::Config::default()))
+            .inspect(telemetry.on_rollouts_listed())
+            .applied_objects();
+    let controller = Controller::for_stream(rollout_trigger, rollouts.clone());
+    telemetry.track(rollouts.clone(), caches);
     let rollouts_for_hpa = rollouts.clone();
     controller
         .watches_stream(deployment_stream, move |deployment: Deployment| {
@@ -223,21 +302,24 @@ pub async fn run(client: Client, options: Options, metrics: Arc<dyn MetricSource
                         kube::runtime::finalizer::Error::CleanupFailed(Error::HandingBack(_))
                     ) => {}
                 Err(ControllerError::ObjectNotFound(object)) => debug!(%object, "gone before reconcile"),
+                Err(ControllerError::ReconcilerFailed(error, object)) => {
+                    warn!(rollout = %object.name, namespace = %object.namespace.as_deref().unwrap_or_default(), %error, "reconcile failed")
+                }
                 Err(err) => warn!(error = %err, "reconcile failed"),
             }
         })
         .await;
-    Ok(())
 }
 
-fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Action {
     if let Error::Finalizer(inner) = error
         && let kube::runtime::finalizer::Error::CleanupFailed(Error::HandingBack(why)) = inner.as_ref()
     {
-        info!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), "{why}");
+        info!(rollout = %rollout.name_any(), namespace = %rollout.namespace().unwrap_or_default(), "{why}");
         return Action::requeue(Duration::from_secs(1));
     }
-    warn!(rollout = %rollout.name_any(), namespace = ?rollout.namespace(), %error, "will retry");
+    ctx.telemetry.reconcile_failed(error);
+    warn!(rollout = %rollout.name_any(), namespace = %rollout.namespace().unwrap_or_default(), %error, "will retry");
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -389,6 +471,7 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     if decision.status != old {
         write_status(rollout, ctx, &ns, &decision.status).await?;
     }
+    ctx.telemetry.decided(rollout, &old, &observations, &decision, now);
     record(rollout, ctx, &decision).await;
     tell(rollout, ctx, &decision);
     converge(rollout, ctx, &ns, &decision, &router).await?;
@@ -420,7 +503,7 @@ async fn record(rollout: &Rollout, ctx: &Context, decision: &Decision) {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
     let regarding = rollout.object_ref(&());
     for transition in &decision.events {
-        info!(reason = transition.reason, message = %transition.message, "transition");
+        info!(reason = transition.reason, note = %transition.message, "transition");
         let event = json!({
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"generateName": format!("{}-", rollout.name_any()), "namespace": ns},

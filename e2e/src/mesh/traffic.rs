@@ -1,9 +1,6 @@
-//! Real traffic for stories that need measured gate values: two demo apps standing in for the
-//! primary's and the canary's pods, the mesh stand-in sending requests by the TrafficSplit `web`
-//! (counting them the way Linkerd's proxy does), and a real Prometheus scraping the mesh.
-//!
-//! The tools are binaries of this crate: integration tests pass their paths,
-//! `env!("CARGO_BIN_EXE_serin-demo-app")` and `env!("CARGO_BIN_EXE_serin-mesh")`.
+//! Real traffic and real metrics for a Rollout `web`, for the stories that need gates to
+//! measure something: two demo apps standing in for the primary's and the canary's pods, the
+//! mesh stand-in sending requests by the TrafficSplit `web`, and a Prometheus scraping it.
 
 use std::path::Path;
 
@@ -11,47 +8,40 @@ use crate::kubeconfig;
 use crate::mesh::process::Spawned;
 use crate::prometheus::Prometheus;
 
-/// The binaries of the traffic tools.
-#[derive(Clone, Copy, Debug)]
-pub struct Tools<'a> {
-    pub demo_app: &'a Path,
-    pub mesh: &'a Path,
-}
-
-/// How the canary's demo app behaves.
+/// How the canary (the new version) behaves.
 #[derive(Clone, Copy, Debug)]
 pub struct Canary {
-    /// Share of requests that fail, 0–1.
+    /// Share of requests answered with a 500.
     pub error_rate: f64,
     /// Added latency.
     pub latency_ms: u64,
 }
 
-/// The running traffic. Fields drop in order: Prometheus, the mesh, then the apps.
+/// The running traffic. Field order is drop order: Prometheus first, the apps last.
 pub struct Traffic {
-    /// Scrapes the mesh every second; `None` once a story stopped it.
+    /// Prometheus, scraping the mesh (or, with no traffic, an app that exposes no mesh
+    /// metrics). `take()` it to stop it mid-story.
     pub prometheus: Option<Prometheus>,
-    /// Its address, for `analysis.source.prometheus.address`.
-    pub prometheus_url: String,
-    /// The mesh stand-in; `None` with no traffic.
+    /// The mesh stand-in, when `rps > 0`.
     pub mesh: Option<Spawned>,
-    /// The primary's and the canary's demo apps.
+    /// The primary's and the canary's app.
     pub apps: Vec<Spawned>,
 }
 
 impl Traffic {
-    /// Starts the apps, the mesh sending `rps` requests/s through the TrafficSplit `web` of `ns`
-    /// (none when 0), and Prometheus scraping the mesh (or, with no mesh, an app that exposes no
-    /// mesh metrics: no traffic data).
-    pub async fn start(tools: Tools<'_>, ns: &str, canary: Canary, rps: u32) -> Traffic {
+    /// Starts the primary's app (healthy, 5 ms), the canary's app (as `canary` says), the mesh
+    /// sending `rps` requests/s by TrafficSplit `web` in `ns` (none when 0), and Prometheus.
+    /// `app` and `mesh` are the `serin-demo-app` and `serin-mesh` binaries (integration tests
+    /// get them from `env!("CARGO_BIN_EXE_...")`).
+    pub async fn start(app: &Path, mesh: &Path, ns: &str, canary: Canary, rps: u32) -> Traffic {
         let primary = Spawned::start(
-            tools.demo_app,
+            app,
             &["--version", "v1", "--error-rate", "0", "--latency-ms", "5", "--latency-jitter-ms", "2"]
                 .map(String::from),
             "LISTENING",
         );
         let canary_app = Spawned::start(
-            tools.demo_app,
+            app,
             &[
                 "--version".to_string(),
                 "v2".to_string(),
@@ -66,7 +56,7 @@ impl Traffic {
         );
         let mesh = (rps > 0).then(|| {
             Spawned::start(
-                tools.mesh,
+                mesh,
                 &[
                     "--kubeconfig".to_string(),
                     kubeconfig().display().to_string(),
@@ -91,17 +81,11 @@ impl Traffic {
         let targets: Vec<String> = mesh.iter().map(|m| format!("127.0.0.1:{}", m.port)).collect();
         let targets = if targets.is_empty() { vec![primary.addr()] } else { targets };
         let prometheus = Prometheus::start(&targets).await;
-        Traffic {
-            prometheus_url: prometheus.url(),
-            prometheus: Some(prometheus),
-            mesh,
-            apps: vec![primary, canary_app],
-        }
+        Traffic { prometheus: Some(prometheus), mesh, apps: vec![primary, canary_app] }
     }
 
-    /// `analysis` with every `PROMETHEUS_URL` placeholder replaced by this Prometheus's address.
-    pub fn with_address(&self, analysis: &serde_json::Value) -> serde_json::Value {
-        serde_json::from_str(&analysis.to_string().replace("PROMETHEUS_URL", &self.prometheus_url))
-            .expect("the analysis stays JSON")
+    /// Prometheus's URL.
+    pub fn prometheus_url(&self) -> String {
+        self.prometheus.as_ref().map(Prometheus::url).unwrap_or_default()
     }
 }
