@@ -279,7 +279,11 @@ async fn a_rollout_is_measured_traced_and_logged() {
     let reconciler: Vec<&Value> = lines
         .iter()
         .filter(|l| l["target"].as_str().is_some_and(|t| t.starts_with("serin::engine")))
-        .filter(|l| l["message"] != "discovered TrafficSplit versions")
+        // Process-wide lines at start, before any Rollout is looked at.
+        .filter(|l| {
+            !["discovered TrafficSplit versions", "watching namespaces", "watching all namespaces"]
+                .contains(&l["message"].as_str().unwrap_or_default())
+        })
         .collect();
     let transitions =
         reconciler.iter().filter(|l| l["message"] == "transition" && l["note"].is_string()).count();
