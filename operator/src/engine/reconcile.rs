@@ -541,7 +541,7 @@ fn tell(rollout: &Rollout, ctx: &Context, decision: &Decision) {
     }
     let (rollout, status, events) = (rollout.clone(), decision.status.clone(), decision.events.clone());
     let (webhooks, notifier, limit) = (ctx.webhooks.clone(), ctx.notifier.clone(), ctx.side_effects.clone());
-    let span = info_span!("tell", rollout = %rollout.name_any(), namespace = ?rollout.namespace());
+    let span = info_span!("tell", rollout = %rollout.name_any(), namespace = %rollout.namespace().unwrap_or_default());
     tokio::spawn(
         async move {
             let Ok(_permit) = limit.acquire_owned().await else { return };
