@@ -644,6 +644,16 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub hooks: Vec<HookStatus>,
+    /// Transitions written together with the state they describe, until their Events are
+    /// recorded and the event webhooks and notification receivers are told. Normally empty: a
+    /// process that stops between the two writes leaves them here, and the next reconcile (by
+    /// whichever process leads) sends them, so no transition is lost and none is recorded twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub outbox: Vec<OutboxEntry>,
+    /// Transitions numbered so far for this Rollout; names its Events.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub transitions: i64,
     /// kstatus conditions: Ready, Reconciling, Stalled, Promoted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -727,6 +737,27 @@ pub enum HookState {
     Pending,
     Passed,
     Failed,
+}
+
+/// A transition waiting in [`RolloutStatus::outbox`].
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxEntry {
+    /// Its number among the Rollout's transitions (`status.transitions`).
+    pub seq: i64,
+    /// CamelCase reason, e.g. `StepAdvanced`.
+    pub reason: String,
+    /// A sentence for humans.
+    pub message: String,
+    /// A failure or rollback.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
+    /// When it happened.
+    pub at: Time,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The last evaluation of one gate.

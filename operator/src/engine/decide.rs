@@ -179,7 +179,7 @@ pub struct Desired {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
     /// CamelCase reason, e.g. `StepAdvanced`.
-    pub reason: &'static str,
+    pub reason: String,
     /// A sentence for humans.
     pub message: String,
     /// Warnings are failures and rollbacks.
@@ -1484,7 +1484,7 @@ impl Ctx<'_> {
     }
 
     fn event(&mut self, reason: &'static str, message: String, warning: bool) {
-        self.events.push(Transition { reason, message, warning });
+        self.events.push(Transition { reason: reason.to_string(), message, warning });
     }
 
     fn finish(mut self) -> Decision {

@@ -79,8 +79,8 @@ fn gate(verdict: Verdict, value: f64) -> GateStatus {
     }
 }
 
-fn reasons(d: &Decision) -> Vec<&'static str> {
-    d.events.iter().map(|e| e.reason).collect()
+fn reasons(d: &Decision) -> Vec<&str> {
+    d.events.iter().map(|e| e.reason.as_str()).collect()
 }
 
 fn cond<'a>(d: &'a Decision, type_: &str) -> &'a str {
@@ -1058,7 +1058,7 @@ mod properties {
                 if !manual && d.status.canary_revision == before.canary_revision && d.status.step > before.step {
                     prop_assert!(window_open(scope_all), "advanced outside a window");
                 }
-                let started = d.events.iter().any(|e| matches!(e.reason, "NewRevision" | "RevisionChanged"));
+                let started = d.events.iter().any(|e| matches!(e.reason.as_str(), "NewRevision" | "RevisionChanged"));
                 if started && !manual {
                     prop_assert!(window_open(scope_all), "started outside a window");
                     prop_assert!(approved(crate::api::WebhookType::ConfirmRollout) || d.status.canary_revision.is_none());

@@ -20,16 +20,19 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::decide::{Decision, Observations, Request, RequestAction, Workload, check_due, decide, hooks_due};
+use super::decide::{
+    Decision, Observations, Request, RequestAction, Transition, Workload, check_due, decide, hooks_due,
+};
 use super::resources::{self, Names, ResourceError};
 use super::revision::template_revision;
-use crate::api::{Rollout, RolloutStatus, WebhookType, labels};
+use crate::api::{OutboxEntry, Rollout, RolloutStatus, WebhookType, labels};
 use crate::duration::parse_duration;
 use crate::metrics::MetricSource;
 use crate::notify::Notifier;
 use crate::traffic::smi::{SmiTrafficSplit, choose_version, served_versions};
 use crate::traffic::{TrafficError, TrafficRouter};
 use crate::webhooks::{Payload, Webhooks};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The field manager for every write, and the Events' reporting controller.
 pub const MANAGER: &str = "serin";
@@ -468,14 +471,52 @@ async fn apply(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
 
     let router = router_for(rollout, ctx)?;
     decision.status.traffic_split_version = Some(router.version().to_string());
+    // The transitions go into the status in the same write as the state they describe (the
+    // commit point); their Events, event webhooks and notifications follow, and a second write
+    // empties the outbox. A stop in between leaves them in the outbox for the next reconcile.
+    let pending = enqueue(&mut decision.status, &decision.events, now);
     if decision.status != old {
         write_status(rollout, ctx, &ns, &decision.status).await?;
     }
     ctx.telemetry.decided(rollout, &old, &observations, &decision, now);
-    record(rollout, ctx, &decision).await;
-    tell(rollout, ctx, &decision);
+    if !decision.status.outbox.is_empty() {
+        if pending < decision.status.outbox.len() {
+            info!(
+                transitions = decision.status.outbox.len() - pending,
+                "sending transitions left from an earlier reconcile"
+            );
+        }
+        record(rollout, ctx, &decision.status.outbox).await;
+        tell(rollout, ctx, &decision.status);
+        decision.status.outbox.clear();
+        write_status(rollout, ctx, &ns, &decision.status).await?;
+    }
     converge(rollout, ctx, &ns, &decision, &router).await?;
     Ok(decision.requeue_after.map_or(Action::requeue(RESYNC), Action::requeue))
+}
+
+/// Numbers the decision's transitions and appends them to the status's outbox, after any left
+/// from an earlier reconcile. Returns how many it added.
+fn enqueue(status: &mut RolloutStatus, transitions: &[Transition], now: Timestamp) -> usize {
+    for transition in transitions {
+        status.transitions += 1;
+        status.outbox.push(OutboxEntry {
+            seq: status.transitions,
+            reason: transition.reason.clone(),
+            message: transition.message.clone(),
+            warning: transition.warning,
+            at: Time(now),
+        });
+    }
+    transitions.len()
+}
+
+/// The Event of outbox entry `seq`: named after the Rollout's uid and the sequence number, so
+/// sending an entry again (after a stop) finds it recorded instead of recording it twice.
+fn event_name(rollout: &Rollout, seq: i64) -> String {
+    let uid = rollout.uid().unwrap_or_default();
+    let short: String = uid.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    format!("{}.{short}.{seq}", rollout.name_any())
 }
 
 fn router_for(rollout: &Rollout, ctx: &Context) -> Result<SmiTrafficSplit, Error> {
@@ -498,30 +539,35 @@ async fn write_status(
 
 /// Records one Event per transition. Each transition gets an Event object of its own (no
 /// series aggregation), so `kubectl describe` and tests see every step exactly as it happened.
-async fn record(rollout: &Rollout, ctx: &Context, decision: &Decision) {
+/// An Event that already exists was recorded before a stop; it is not recorded again.
+async fn record(rollout: &Rollout, ctx: &Context, outbox: &[OutboxEntry]) {
     let Some(ns) = rollout.namespace() else { return };
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(ctx.client.clone(), &ns);
     let regarding = rollout.object_ref(&());
-    for transition in &decision.events {
-        info!(reason = transition.reason, note = %transition.message, "transition");
+    for entry in outbox {
+        info!(reason = %entry.reason, note = %entry.message, seq = entry.seq, "transition");
         let event = json!({
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
-            "metadata": {"generateName": format!("{}-", rollout.name_any()), "namespace": ns},
-            "eventTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now()),
+            "metadata": {"name": event_name(rollout, entry.seq), "namespace": ns},
+            "eventTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(entry.at.0),
             "reportingController": format!("serin.dev/{MANAGER}"),
             "reportingInstance": ctx.instance,
             "action": "Reconcile",
-            "reason": transition.reason,
-            "note": transition.message,
-            "type": if transition.warning { "Warning" } else { "Normal" },
+            "reason": entry.reason,
+            "note": entry.message,
+            "type": if entry.warning { "Warning" } else { "Normal" },
             "regarding": regarding,
         });
         let result = match serde_json::from_value(event) {
             Ok(event) => events.create(&Default::default(), &event).await.map(|_| ()),
             Err(err) => Err(kube::Error::SerdeError(err)),
         };
-        if let Err(error) = result {
-            warn!(%error, "could not record an Event");
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                debug!(seq = entry.seq, "Event already recorded before a stop");
+            }
+            Err(error) => warn!(%error, "could not record an Event"),
         }
     }
 }
@@ -529,8 +575,13 @@ async fn record(rollout: &Rollout, ctx: &Context, decision: &Decision) {
 /// Tells the event webhooks and the notification receivers about the decision's transitions,
 /// after the status is written. Spawned, so a slow receiver never holds up a rollout; at most
 /// [`SIDE_EFFECTS`] such tasks run at once. Best effort: failures are logged.
-fn tell(rollout: &Rollout, ctx: &Context, decision: &Decision) {
-    if decision.events.is_empty() {
+fn tell(rollout: &Rollout, ctx: &Context, status: &RolloutStatus) {
+    let events: Vec<Transition> = status
+        .outbox
+        .iter()
+        .map(|e| Transition { reason: e.reason.clone(), message: e.message.clone(), warning: e.warning })
+        .collect();
+    if events.is_empty() {
         return;
     }
     let event_hooks: Vec<_> =
@@ -539,7 +590,7 @@ fn tell(rollout: &Rollout, ctx: &Context, decision: &Decision) {
     if event_hooks.is_empty() && !notifies {
         return;
     }
-    let (rollout, status, events) = (rollout.clone(), decision.status.clone(), decision.events.clone());
+    let (rollout, status) = (rollout.clone(), status.clone());
     let (webhooks, notifier, limit) = (ctx.webhooks.clone(), ctx.notifier.clone(), ctx.side_effects.clone());
     let span = info_span!("tell", rollout = %rollout.name_any(), namespace = %rollout.namespace().unwrap_or_default());
     tokio::spawn(
@@ -550,12 +601,12 @@ fn tell(rollout: &Rollout, ctx: &Context, decision: &Decision) {
                 for transition in &events {
                     for hook in &event_hooks {
                         let payload = Payload::new(&rollout, &status, WebhookType::Event)
-                            .with_event(transition.reason, &transition.message);
+                            .with_event(&transition.reason, &transition.message);
                         let outcome = webhooks.call(&rollout, hook, &payload).await;
                         if outcome.ok {
-                            debug!(hook = %hook.name, reason = transition.reason, "event webhook told");
+                            debug!(hook = %hook.name, reason = %transition.reason, "event webhook told");
                         } else {
-                            warn!(hook = %hook.name, reason = transition.reason, message = %outcome.message, "event webhook failed");
+                            warn!(hook = %hook.name, reason = %transition.reason, message = %outcome.message, "event webhook failed");
                         }
                     }
                 }
@@ -736,4 +787,45 @@ async fn cleanup(rollout: &Rollout, ctx: &Context) -> Result<Action, Error> {
     }
     info!("handed the app back: Deployment {} serves all traffic", names.root);
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transition(reason: &str) -> Transition {
+        Transition { reason: reason.to_string(), message: format!("{reason} happened"), warning: false }
+    }
+
+    #[test]
+    fn transitions_are_numbered_after_those_left_in_the_outbox() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut status = RolloutStatus::default();
+        assert_eq!(enqueue(&mut status, &[transition("NewRevision")], now), 1);
+        // A stop before the outbox was emptied: the next decision's transitions follow it.
+        assert_eq!(enqueue(&mut status, &[transition("StepAdvanced"), transition("CheckPassed")], now), 2);
+        let seqs: Vec<(i64, &str)> = status.outbox.iter().map(|e| (e.seq, e.reason.as_str())).collect();
+        assert_eq!(seqs, [(1, "NewRevision"), (2, "StepAdvanced"), (3, "CheckPassed")]);
+        assert_eq!(status.transitions, 3);
+        // Emptied, the numbering goes on: Event names never repeat for one Rollout.
+        status.outbox.clear();
+        enqueue(&mut status, &[transition("Promoted")], now);
+        assert_eq!(status.outbox[0].seq, 4);
+        assert_eq!(enqueue(&mut status, &[], now), 0);
+    }
+
+    #[test]
+    fn event_names_are_the_rollout_its_uid_and_the_sequence_number() {
+        let mut rollout: Rollout = serde_json::from_value(json!({
+            "apiVersion": "serin.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "shop", "uid": "3f2a9c4e-1b7d-4e8f-9a0b-c1d2e3f4a5b6"},
+            "spec": {"targetRef": {"name": "web"}, "service": {"port": 80}}
+        }))
+        .unwrap();
+        assert_eq!(event_name(&rollout, 7), "web.3f2a9c4e.7");
+        // A Rollout recreated under the same name gets a new uid, so its Events do not collide
+        // with the old one's.
+        rollout.metadata.uid = Some("0b1c2d3e-0000-4000-8000-000000000000".into());
+        assert_ne!(event_name(&rollout, 7), "web.3f2a9c4e.7");
+    }
 }

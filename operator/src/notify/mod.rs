@@ -204,15 +204,15 @@ fn number(v: f64) -> String {
 pub fn messages(rollout: &Rollout, status: &RolloutStatus, transitions: &[Transition]) -> Vec<Message> {
     let mut classified: Vec<(MessageKind, Severity, &str, String)> = Vec::new();
     for t in transitions {
-        let Some((kind, severity)) = classify(t.reason, t.warning) else { continue };
+        let Some((kind, severity)) = classify(&t.reason, t.warning) else { continue };
         match classified.iter_mut().find(|(k, ..)| *k == kind) {
             Some(entry) => {
-                entry.2 = t.reason;
+                entry.2 = &t.reason;
                 if !t.message.is_empty() {
                     entry.3 = join(&entry.3, &t.message);
                 }
             }
-            None => classified.push((kind, severity, t.reason, t.message.clone())),
+            None => classified.push((kind, severity, &t.reason, t.message.clone())),
         }
     }
     let ends_badly =

@@ -40,7 +40,7 @@ fn status() -> RolloutStatus {
 }
 
 fn t(reason: &'static str, message: &str, warning: bool) -> Transition {
-    Transition { reason, message: message.into(), warning }
+    Transition { reason: reason.into(), message: message.into(), warning }
 }
 
 fn rolled_back() -> Message {

@@ -293,7 +293,7 @@ mod tests {
                 primary_revision: None,
                 primary_replicas: 1,
             },
-            events: vec![Transition { reason, message: String::new(), warning: false }],
+            events: vec![Transition { reason: reason.into(), message: String::new(), warning: false }],
             requeue_after: None,
         }
     }

@@ -248,7 +248,7 @@ mod tests {
     }
 
     fn event(reason: &'static str) -> Transition {
-        Transition { reason, message: String::new(), warning: false }
+        Transition { reason: reason.into(), message: String::new(), warning: false }
     }
 
     fn gate(verdict: Verdict) -> GateStatus {
