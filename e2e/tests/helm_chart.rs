@@ -2,13 +2,15 @@
 //! the chart lints and renders for every documented combination of values, with a locked-down
 //! pod and only the permissions Serin uses; it installs into and uninstalls from a real API
 //! server; the operator, running as the chart's own ServiceAccount, rolls a canary through to
-//! promotion and hands the app back; and every rule of its role is needed: without any one of
-//! them, the operator is refused and the rollout does not get where it gets with the full role.
+//! promotion (reading a webhook's header from a Secret) and hands the app back, and sends every
+//! Rollout's messages to the chart's global notification receivers; and every rule of its role
+//! is needed: without any one of them, the operator is refused and the rollout does not get
+//! where it gets with the full role.
 //!
 //! Helm is built from the Go module proxy on first use (`e2e/build-tools --helm`).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -20,6 +22,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use serin::api::{Phase, Rollout};
+use serin_e2e::receiver::Receiver;
 use serin_e2e::{
     MANAGER, Operator, OperatorOptions, client, eventually, helm, install_rollout_crd,
     install_trafficsplit_crd, namespace, repo_root, serin_binary, service_account_kubeconfig,
@@ -110,6 +113,7 @@ fn helm_lint_passes_for_every_documented_combination() {
         vec!["rbac.scope=namespaced", "watchNamespaces={shop,checkout}"],
         vec!["metricsAdapter.enabled=true", "serviceMonitor.enabled=true"],
         vec!["leaderElection.enabled=false", "rbac.secrets=false", "logFormat=text"],
+        GLOBAL_RECEIVERS.to_vec(),
     ] {
         let mut args = vec!["lint", "--strict", chart.as_str()];
         for set in &sets {
@@ -224,9 +228,14 @@ fn by_default_a_locked_down_operator_with_cluster_wide_rbac_and_leader_election(
     assert_eq!(of_kind(&objects, "Role").len(), 1, "only the lease Role: {:?}", names(&objects));
 
     // Nothing optional is on.
-    for kind in ["APIService", "ServiceMonitor", "Secret"] {
+    for kind in ["APIService", "ServiceMonitor", "Secret", "ConfigMap"] {
         assert!(of_kind(&objects, kind).is_empty(), "{kind} rendered by default");
     }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--notifications")),
+        "no global receivers by default: {args:?}"
+    );
+    assert!(pod["volumes"].is_null() && container["volumeMounts"].is_null(), "nothing mounted by default");
 }
 
 #[test]
@@ -266,6 +275,110 @@ fn leader_election_off_drops_its_flags_and_its_role() {
     let objects = render("rel", "serin-system", &["otlp.endpoint=http://otel-collector:4317"]);
     let args = strings(&operator_container(&objects, "rel")["args"]);
     assert!(args.contains(&"--otlp-endpoint=http://otel-collector:4317".to_string()), "{args:?}");
+}
+
+/// Global receivers: a Slack one in the release namespace, and two in `ops` naming the same
+/// Secret twice and another one.
+const GLOBAL_RECEIVERS: [&str; 9] = [
+    "notifications[0].type=slack",
+    "notifications[0].secretRef.namespace=serin-system",
+    "notifications[0].secretRef.name=slack-platform",
+    "notifications[0].severity=warn",
+    "notifications[1].type=generic",
+    "notifications[1].secretRef.namespace=ops",
+    "notifications[1].secretRef.name=bridge",
+    "notifications[1].secretRef.key=url",
+    "notifications[2].type=teams,notifications[2].secretRef.namespace=ops,notifications[2].secretRef.name=bridge,notifications[2].secretRef.key=teams",
+];
+
+#[test]
+fn global_notification_receivers_are_a_mounted_file_and_get_on_exactly_their_secrets() {
+    let mut sets = GLOBAL_RECEIVERS.to_vec();
+    sets.extend(["notifications[3].type=generic", "notifications[3].secretRef.namespace=ops"]);
+    sets.push("notifications[3].secretRef.name=audit");
+    let objects = render("rel", "serin-system", &sets);
+
+    // The list is a file the operator accepts, with the receivers as given.
+    let config = one(&objects, "ConfigMap", "rel-serin-notifications");
+    assert_eq!(config["metadata"]["namespace"], "serin-system");
+    let file = config["data"]["notifications.yaml"].as_str().unwrap();
+    let receivers = serin::notify::parse_global(file).unwrap_or_else(|e| panic!("{e}\n{file}"));
+    let described: Vec<String> = receivers
+        .iter()
+        .map(|r| {
+            let to = &r.secret_ref;
+            format!("{:?} {}/{}[{}] {:?}", r.type_, to.namespace, to.name, to.key, r.severity)
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            "Slack serin-system/slack-platform[address] Warn",
+            "Generic ops/bridge[url] Info",
+            "Teams ops/bridge[teams] Info",
+            "Generic ops/audit[address] Info",
+        ]
+    );
+
+    // Mounted read-only where the flag points, and a changed list restarts the pod.
+    let deployment = one(&objects, "Deployment", "rel-serin");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = operator_container(&objects, "rel");
+    let args = strings(&container["args"]);
+    assert!(args.contains(&"--notifications=/etc/serin/notifications.yaml".to_string()), "{args:?}");
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0]["mountPath"], "/etc/serin");
+    assert_eq!(mounts[0]["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mounts[0]["name"])
+        .unwrap_or_else(|| panic!("no volume {} in {}", mounts[0]["name"], pod["volumes"]));
+    assert_eq!(volume["configMap"]["name"], "rel-serin-notifications");
+    let checksum = &deployment["spec"]["template"]["metadata"]["annotations"]["checksum/notifications"];
+    assert!(checksum.as_str().is_some_and(|c| c.len() == 64), "{checksum}");
+    let fewer = render("rel", "serin-system", &GLOBAL_RECEIVERS);
+    let fewer_checksum = &one(&fewer, "Deployment", "rel-serin")["spec"]["template"]["metadata"]["annotations"]
+        ["checksum/notifications"];
+    assert_ne!(checksum, fewer_checksum, "the pod template changes with the list");
+
+    // `get` on exactly the Secrets named, in their namespaces, for the release's ServiceAccount.
+    for (ns, secrets) in [("ops", vec!["audit", "bridge"]), ("serin-system", vec!["slack-platform"])] {
+        let role = of_kind(&objects, "Role")
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == "rel-serin-notifications" && r["metadata"]["namespace"] == ns)
+            .unwrap_or_else(|| panic!("no Role rel-serin-notifications in {ns}: {:?}", names(&objects)));
+        let rules: Vec<String> = role["rules"].as_array().unwrap().iter().map(describe).collect();
+        assert_eq!(rules, [format!(r#"/secrets ["get"] names {secrets:?}"#)], "in {ns}");
+        let binding = of_kind(&objects, "RoleBinding")
+            .into_iter()
+            .find(|b| b["metadata"]["name"] == "rel-serin-notifications" && b["metadata"]["namespace"] == ns)
+            .unwrap_or_else(|| panic!("no RoleBinding rel-serin-notifications in {ns}"));
+        assert_eq!(binding["roleRef"]["name"], "rel-serin-notifications");
+        assert_eq!(binding["subjects"][0]["name"], "rel-serin");
+        assert_eq!(binding["subjects"][0]["namespace"], "serin-system");
+    }
+    let notification_roles = of_kind(&objects, "Role")
+        .into_iter()
+        .filter(|r| r["metadata"]["name"] == "rel-serin-notifications")
+        .count();
+    assert_eq!(notification_roles, 2, "one Role per namespace: {:?}", names(&objects));
+
+    // Not with rbac.create=false: then the user binds it.
+    let objects = render("rel", "serin-system", &[&GLOBAL_RECEIVERS[..], &["rbac.create=false"]].concat());
+    assert!(of_kind(&objects, "Role").iter().all(|r| r["metadata"]["name"] != "rel-serin-notifications"));
+    one(&objects, "ConfigMap", "rel-serin-notifications");
+
+    // The schema checks each item as the operator would.
+    let error = render_error(&[
+        "notifications[0].type=slak",
+        "notifications[0].secretRef.namespace=a,notifications[0].secretRef.name=b",
+    ]);
+    assert!(error.contains("/notifications/0/type"), "{error}");
+    let error = render_error(&["notifications[0].type=slack", "notifications[0].secretRef.name=b"]);
+    assert!(error.contains("/notifications/0/secretRef") && error.contains("namespace"), "{error}");
 }
 
 #[test]
@@ -574,9 +687,10 @@ fn known_flags() -> BTreeSet<String> {
 }
 
 /// The operator's arguments as the chart renders them, for a local process: the metrics
-/// address on a free loopback port, and flags this build of `serin` lacks left out (named on
+/// address on a free loopback port, files under the pod's `/etc/serin` (the notifications
+/// ConfigMap) read from `etc_serin`, and flags this build of `serin` lacks left out (named on
 /// stderr; they come with the leader-election and telemetry work).
-fn local_args(container: &Value) -> Vec<String> {
+fn local_args(container: &Value, etc_serin: Option<&Path>) -> Vec<String> {
     let known = known_flags();
     let mut args = Vec::new();
     for arg in strings(&container["args"]).into_iter().skip_while(|a| a == "run") {
@@ -585,8 +699,12 @@ fn local_args(container: &Value) -> Vec<String> {
             eprintln!("note: this serin binary has no {flag}; running without `{arg}`");
             continue;
         }
+        let mounted = arg.split_once("=/etc/serin/").map(|(_, file)| file);
         if flag == "--metrics-addr" {
             args.push(format!("--metrics-addr=127.0.0.1:{}", serin_e2e::prometheus::free_port()));
+        } else if let Some(file) = mounted {
+            let dir = etc_serin.unwrap_or_else(|| panic!("`{arg}` needs the files mounted at /etc/serin"));
+            args.push(format!("{flag}={}", dir.join(file).display()));
         } else if flag != "--namespace" {
             args.push(arg);
         }
@@ -620,7 +738,8 @@ enum Milestone {
 }
 
 impl App {
-    async fn deploy(client: &Client, ns: &str, analysis: Option<Value>) -> App {
+    /// `extra` is merged into the Rollout's spec (analysis, webhooks).
+    async fn deploy(client: &Client, ns: &str, extra: Value) -> App {
         let app = App {
             client: client.clone(),
             ns: ns.to_string(),
@@ -653,8 +772,8 @@ impl App {
         .unwrap();
         app.hpas.create(&PostParams::default(), &hpa).await.unwrap();
         let mut spec = json!({"strategy": {"weights": [50], "interval": "1s"}});
-        if let Some(analysis) = analysis {
-            spec["analysis"] = analysis;
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            spec[key] = value.clone();
         }
         serin_e2e::deploy_web_with_rollout(client, ns, spec).await;
         app
@@ -716,6 +835,38 @@ impl App {
                 self.rollouts.delete("web", &DeleteParams::default()).await.unwrap();
             }
         }
+    }
+}
+
+/// A confirm-promotion webhook whose `Authorization` header comes from a Secret, answered by a
+/// real local receiver: the rollout is promoted only after the operator read the Secret.
+struct TokenHook {
+    receiver: Receiver,
+    token: String,
+}
+
+impl TokenHook {
+    const SECRET: &str = "hook-token";
+
+    /// Starts the receiver and creates the Secret in `ns`.
+    async fn start(client: &Client, ns: &str) -> TokenHook {
+        let receiver = Receiver::start("200").await;
+        let token = format!("Bearer {ns}-{}", std::process::id());
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": Self::SECRET},
+            "stringData": {"Authorization": token}
+        }))
+        .unwrap();
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+        TokenHook { receiver, token }
+    }
+
+    /// The Rollout's `webhooks`, for [`App::deploy`].
+    fn spec(&self) -> Value {
+        json!({"webhooks": [{"name": "approval", "type": "confirm-promotion",
+                             "url": self.receiver.url("/approve"), "retries": 0,
+                             "headersFrom": {"name": Self::SECRET}}]})
     }
 }
 
@@ -792,15 +943,17 @@ async fn as_the_charts_service_account_the_operator_promotes_a_canary_and_hands_
     let account = format!("{release}-serin");
     let kubeconfig = install_identity(&client, &rbac_objects(&objects), &release_ns, &account).await;
 
-    let app = App::deploy(&client, &app_ns, None).await;
+    // The promotion waits for a webhook whose header the operator reads from a Secret.
+    let hook = TokenHook::start(&client, &app_ns).await;
+    let app = App::deploy(&client, &app_ns, hook.spec()).await;
     // A second app, with metric gates, so that the operator reads the Traffic Metrics API.
     let gated_ns = namespace(&client, "helm-gated").await;
-    let gated = App::deploy(&client, &gated_ns, Some(gates())).await;
+    let gated = App::deploy(&client, &gated_ns, json!({"analysis": gates()})).await;
     let container = operator_container(&objects, &release);
     let operator = Operator::start_with(OperatorOptions {
         namespaces: vec![app_ns.clone(), gated_ns.clone()],
         kubeconfig: Some(kubeconfig),
-        args: local_args(&container),
+        args: local_args(&container, None),
         env: vec![("POD_NAME".into(), format!("{release}-0")), ("POD_NAMESPACE".into(), release_ns.clone())],
     });
     let outcome = drive(&app, &operator, "the full role").await.unwrap_or_else(|e| panic!("{e}"));
@@ -811,6 +964,12 @@ async fn as_the_charts_service_account_the_operator_promotes_a_canary_and_hands_
         operator.log_tail()
     );
     assert_eq!(outcome.reached, [Milestone::Initialized, Milestone::Promoted, Milestone::HandedBack]);
+    // The approval was asked with the token from the Secret.
+    let asked = hook.receiver.requests_to("/approve");
+    assert!(!asked.is_empty(), "the promotion was not asked for");
+    for request in &asked {
+        assert_eq!(request.header("authorization"), Some(hook.token.as_str()), "{request:?}");
+    }
 
     let log = std::fs::read_to_string(&operator.log).unwrap();
     assert!(!log.contains("forbidden") && !log.contains("Forbidden"), "{}", operator.log_tail());
@@ -828,6 +987,116 @@ async fn as_the_charts_service_account_the_operator_promotes_a_canary_and_hands_
     assert!(verdicts.iter().all(|g| g.verdict == serin::api::Verdict::InsufficientData), "{verdicts:?}");
     let log = std::fs::read_to_string(&operator.log).unwrap();
     assert!(!log.contains("forbidden") && !log.contains("Forbidden"), "{}", operator.log_tail());
+}
+
+/// The files of the release's ConfigMap `name`, written to a fresh directory: what the pod
+/// sees where the ConfigMap is mounted.
+fn mount_config_map(objects: &[Value], name: &str) -> PathBuf {
+    let config = one(objects, "ConfigMap", name);
+    let ns = config["metadata"]["namespace"].as_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("serin-helm-{ns}-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, text) in config["data"].as_object().unwrap() {
+        std::fs::write(dir.join(file), text.as_str().unwrap()).unwrap();
+    }
+    dir
+}
+
+/// The chart with one global receiver whose address is in a Secret of the release namespace,
+/// per namespace and without `rbac.secrets`: only the chart's notifications Role lets the
+/// operator read it. Without that Role (`with_role` false), the read is refused.
+async fn global_receiver_story(client: &Client, receiver: &Receiver, with_role: bool) {
+    let what = if with_role { "with the notifications Role" } else { "without the notifications Role" };
+    let release_ns = namespace(client, "helm-notify-rel").await;
+    let app_ns = namespace(client, "helm-notify-app").await;
+    let path = format!("/{app_ns}");
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "platform"},
+        "stringData": {"url": receiver.url(&path)}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &release_ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let release = "notify";
+    let objects = render(
+        release,
+        &release_ns,
+        &[
+            "rbac.scope=namespaced",
+            &format!("watchNamespaces={{{app_ns}}}"),
+            "rbac.secrets=false",
+            "notifications[0].type=generic",
+            &format!("notifications[0].secretRef.namespace={release_ns}"),
+            "notifications[0].secretRef.name=platform",
+            "notifications[0].secretRef.key=url",
+        ],
+    );
+    let identity: Vec<&Value> = rbac_objects(&objects)
+        .into_iter()
+        .filter(|o| with_role || o["metadata"]["name"] != "notify-serin-notifications")
+        .collect();
+    assert_eq!(
+        rbac_objects(&objects).len() - identity.len(),
+        if with_role { 0 } else { 2 },
+        "{what}: the chart renders a Role and a RoleBinding for the receivers' Secret"
+    );
+    let kubeconfig = install_identity(client, &identity, &release_ns, "notify-serin").await;
+    let etc_serin = mount_config_map(&objects, "notify-serin-notifications");
+    let app = App::deploy(client, &app_ns, json!({})).await;
+    let operator = Operator::start_with(OperatorOptions {
+        namespaces: vec![app_ns.clone()],
+        kubeconfig: Some(kubeconfig),
+        args: local_args(&operator_container(&objects, release), Some(&etc_serin)),
+        env: vec![("POD_NAME".into(), "notify-0".into()), ("POD_NAMESPACE".into(), release_ns.clone())],
+    });
+    let outcome = drive(&app, &operator, what).await.unwrap_or_else(|e| panic!("{e}"));
+    if with_role {
+        assert!(outcome.denied.is_none(), "{what}: refused: {:?}\n{}", outcome.denied, operator.log_tail());
+        // Promoted, and the platform's receiver was told, from the address in the Secret.
+        let kinds =
+            eventually(&format!("{what}: the promotion sent to the global receiver"), WAIT, || async {
+                let kinds: Vec<String> = receiver
+                    .requests_to(&path)
+                    .iter()
+                    .map(|r| r.json()["kind"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                kinds.iter().any(|k| k == "promoted").then_some(kinds)
+            })
+            .await;
+        assert!(kinds.contains(&"started".to_string()), "{what}: {kinds:?}");
+        let log = std::fs::read_to_string(&operator.log).unwrap();
+        assert!(!log.contains("forbidden") && !log.contains("Forbidden"), "{}", operator.log_tail());
+    } else {
+        // Notifications are best effort: the rollout goes on, but nothing is sent, and the log
+        // names the refused read of the Secret.
+        let Some((milestone, line)) = outcome.denied else {
+            panic!("{what}: never refused ({:?})\n{}", outcome.reached, operator.log_tail());
+        };
+        let plain = line.replace('\\', "");
+        assert!(
+            plain.contains(r#"cannot get resource "secrets" in API group """#)
+                && plain.contains(&format!(r#"in the namespace "{release_ns}""#))
+                && plain.contains("global[0].secretRef"),
+            "{what}: refused on the way to {milestone:?}, but not for the receiver's Secret:\n{line}"
+        );
+        assert!(receiver.requests_to(&path).is_empty(), "{what}: sent anyway");
+        eprintln!("{what}: refused on the way to {milestone:?} (after {:?})", outcome.reached);
+    }
+}
+
+#[tokio::test]
+async fn as_the_charts_service_account_the_global_receivers_get_every_rollouts_messages() {
+    let client = client().await;
+    install_rollout_crd(&client).await;
+    install_trafficsplit_crd(&client).await;
+    let receiver = Receiver::start("200").await;
+    futures::future::join(
+        global_receiver_story(&client, &receiver, true),
+        global_receiver_story(&client, &receiver, false),
+    )
+    .await;
 }
 
 /// Metric gates from the SMI Traffic Metrics API, holding while there is no data.
@@ -848,11 +1117,6 @@ struct Case {
 /// Why a rule has no case yet (printed, and listed in the test's output).
 fn skip_reason(rule: &Value, flags: &BTreeSet<String>) -> Option<String> {
     let describe = describe(rule);
-    if strings(&rule["resources"]) == ["secrets"] {
-        return Some(format!(
-            "{describe}: no Serin code reads Secrets yet; webhooks and notifications, built in parallel, will (rbac.secrets)"
-        ));
-    }
     if strings(&rule["apiGroups"]) == ["coordination.k8s.io"] && !flags.contains("--leader-elect") {
         return Some(format!(
             "{describe}: this serin binary has no --leader-elect flag yet, so it takes no Lease"
@@ -889,7 +1153,7 @@ async fn every_rule_of_the_role_is_needed() {
     for reason in &skipped {
         eprintln!("skipped: {reason}");
     }
-    assert!(cases.len() >= 15, "the role has lost rules: {} cases", cases.len());
+    assert!(cases.len() >= 16, "the role has lost rules: {} cases", cases.len());
 
     // Each case in a namespace of its own, with its own operator, all at once.
     let results = futures::future::join_all(cases.iter().map(|case| run_case(&client, case))).await;
@@ -918,15 +1182,22 @@ async fn run_case(client: &Client, case: &Case) -> Option<String> {
     let identity: Vec<&Value> = identity.iter().collect();
     let kubeconfig = install_identity(client, &identity, &ns, "rule-serin").await;
 
-    // The metrics rule is only exercised by a Rollout with metric gates.
+    // The metrics rule is only exercised by a Rollout with metric gates, the Secrets rule by one
+    // whose webhook takes its headers from a Secret.
     let reads_metrics = strings(&case.rule["apiGroups"]) == ["metrics.smi-spec.io"];
-    let analysis = reads_metrics.then(gates);
-    let app = App::deploy(client, &ns, analysis).await;
+    let reads_secrets = strings(&case.rule["resources"]) == ["secrets"];
+    let hook = if reads_secrets { Some(TokenHook::start(client, &ns).await) } else { None };
+    let extra = match (&hook, reads_metrics) {
+        (Some(hook), _) => hook.spec(),
+        (None, true) => json!({"analysis": gates()}),
+        (None, false) => json!({}),
+    };
+    let app = App::deploy(client, &ns, extra).await;
     let container = operator_container(&objects, release);
     let operator = Operator::start_with(OperatorOptions {
         namespaces: vec![ns.clone()],
         kubeconfig: Some(kubeconfig),
-        args: local_args(&container),
+        args: local_args(&container, None),
         env: vec![("POD_NAME".into(), "rule-0".into()), ("POD_NAMESPACE".into(), ns.clone())],
     });
     let outcome = match drive(&app, &operator, &case.name).await {
@@ -959,6 +1230,15 @@ async fn run_case(client: &Client, case: &Case) -> Option<String> {
         let status = app.rollouts.get("web").await.ok().and_then(|r| r.status).unwrap_or_default();
         if !status.gates.is_empty() {
             return Some(format!("{}: refused, yet the gates were evaluated: {:?}", case.name, status.gates));
+        }
+    }
+    if let Some(hook) = &hook {
+        let sent = hook.receiver.requests();
+        if !sent.is_empty() {
+            return Some(format!(
+                "{}: refused, yet the webhook was called without its headers: {sent:?}",
+                case.name
+            ));
         }
     }
     let refusal = plain.find("cannot ").map(|i| &plain[i..]).unwrap_or(&plain);

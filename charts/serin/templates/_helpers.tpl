@@ -156,6 +156,19 @@ without it.
 {{- end }}
 {{- end }}
 
+{{/*
+The Secrets the global notification receivers name, as YAML: namespace -> sorted names.
+*/}}
+{{- define "serin.notificationSecrets" -}}
+{{- $byNamespace := dict }}
+{{- range .Values.notifications }}
+{{- $ns := .secretRef.namespace }}
+{{- $names := get $byNamespace $ns | default (list) }}
+{{- $_ := set $byNamespace $ns (append $names .secretRef.name | uniq | sortAlpha) }}
+{{- end }}
+{{- toYaml $byNamespace }}
+{{- end }}
+
 {{/* The leader-election Lease, in the release namespace. */}}
 {{- define "serin.leaseRules" -}}
 # A Lease is created once; it cannot be limited by name.
