@@ -89,6 +89,7 @@ fn messages() -> Vec<(String, Message)> {
         (Paused, Severity::Warn),
         (Frozen, Severity::Error),
         (Unfrozen, Severity::Info),
+        (Stalled, Severity::Error),
         (Warning, Severity::Warn),
     ];
     let mut all: Vec<(String, Message)> = kinds

@@ -402,7 +402,7 @@ async fn event_hooks_get_the_transition_and_call_all_keeps_spec_order() {
 // ----- notifications -----------------------------------------------------------------------
 
 fn transition(reason: &'static str, message: &str, warning: bool) -> Transition {
-    Transition { reason, message: message.into(), warning }
+    Transition { reason: reason.into(), message: message.into(), warning }
 }
 
 fn quick(notifier: Notifier) -> Notifier {

@@ -1475,7 +1475,7 @@ impl Ctx<'_> {
         let first = !self.stalled && !self.has_condition(condition::STALLED);
         self.stalled = true;
         if first {
-            self.event("ProgressDeadlineExceeded", self.next.message.clone().unwrap_or_default(), true);
+            self.event("Stalled", self.next.message.clone().unwrap_or_default(), true);
         }
     }
 

@@ -145,7 +145,7 @@ fn initializing_stalls_at_the_deadline_with_one_event() {
     assert_eq!(d.status.phase, Phase::Initializing);
     assert_eq!(cond(&d, "Stalled"), "True");
     assert_eq!(cond(&d, "Reconciling"), "False");
-    assert_eq!(reasons(&d), vec!["ProgressDeadlineExceeded"]);
+    assert_eq!(reasons(&d), vec!["Stalled"]);
     let again = decide(&spec(json!({})), &d.status, &o, at(400));
     assert!(again.events.is_empty(), "the stall is reported once");
 }
@@ -463,7 +463,7 @@ fn promotion_stalls_at_the_deadline() {
     let d = decide(&spec(json!({})), &status(Phase::Promoting, 2, 50, 0), &o, at(301));
     assert_eq!(d.status.phase, Phase::Promoting);
     assert_eq!(cond(&d, "Stalled"), "True");
-    assert_eq!(reasons(&d), vec!["ProgressDeadlineExceeded"]);
+    assert_eq!(reasons(&d), vec!["Stalled"]);
 }
 
 #[test]

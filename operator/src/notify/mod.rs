@@ -60,6 +60,9 @@ pub enum MessageKind {
     Frozen,
     /// A frozen rollout was resolved.
     Unfrozen,
+    /// Initialization or promotion passed its deadline: nothing was rolled back, but progress
+    /// stopped and needs a human.
+    Stalled,
     /// Any other warning the engine reports.
     Warning,
 }
@@ -81,6 +84,7 @@ impl MessageKind {
             MessageKind::Paused => "paused",
             MessageKind::Frozen => "frozen: needs a human",
             MessageKind::Unfrozen => "unfrozen",
+            MessageKind::Stalled => "stalled: needs a human",
             MessageKind::Warning => "warning",
         }
     }
@@ -119,6 +123,7 @@ pub fn classify(reason: &str, warning: bool) -> Option<(MessageKind, Severity)> 
         | "Aborted"
         | "RollbackRequested" => (RolledBack, Error),
         "Frozen" => (Frozen, Error),
+        "Stalled" => (Stalled, Error),
         "Initialized" | "Promoting" | "Resumed" | "RevisionReverted" | "HoldingForEvidence"
         | "RequestRefused" => {
             return None;

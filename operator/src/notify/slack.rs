@@ -96,6 +96,7 @@ fn icon(message: &Message) -> &'static str {
         MessageKind::Promoted => "✅",
         MessageKind::RolledBack => "🔴",
         MessageKind::Frozen => "🧊",
+        MessageKind::Stalled => "🛑",
         MessageKind::Waiting | MessageKind::Paused => "⏸️",
         MessageKind::CheckFailed
         | MessageKind::WebhookFailed

@@ -82,6 +82,7 @@ fn every_reason_has_its_kind_and_severity() {
         ("Aborted", RolledBack, Error),
         ("RollbackRequested", RolledBack, Error),
         ("Frozen", Frozen, Error),
+        ("Stalled", Stalled, Error),
     ];
     for (reason, kind, severity) in expected {
         assert_eq!(classify(reason, false), Some((*kind, *severity)), "{reason}");
