@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use serde_json::{Value, json};
 use serin::api::{GateStatus, NotificationType, Phase, Severity, Verdict};
 use serin::notify::{Message, MessageKind, render};
-use serin::webhooks::Weights;
+use serin::webhooks::{RolloutState, Weights};
 use serin_e2e::repo_root;
 
 /// The installed checkers' node_modules.
@@ -60,14 +60,16 @@ fn messages() -> Vec<(String, Message)> {
         severity: Severity::Info,
         reason: "NewRevision".into(),
         text: "new revision 7d9f21c4 detected; starting canary analysis".into(),
-        rollout: "web".into(),
-        namespace: "shop".into(),
-        phase: Phase::Progressing,
-        revision: Some("7d9f21c4".into()),
-        promoted_revision: Some("5c8d9f10".into()),
-        step: 2,
-        steps: 5,
-        weights: Weights { canary: 20, primary: 80 },
+        state: RolloutState {
+            rollout: "web".into(),
+            namespace: "shop".into(),
+            phase: Phase::Progressing,
+            revision: Some("7d9f21c4".into()),
+            promoted_revision: Some("5c8d9f10".into()),
+            step: 2,
+            steps: 5,
+            weights: Weights { canary: 20, primary: 80 },
+        },
         gates: vec![
             gate("successRate", Some(97.8), ">= 99.5", Verdict::Fail),
             gate("latency.p99", None, "<= 500ms", Verdict::InsufficientData),
@@ -109,11 +111,21 @@ fn messages() -> Vec<(String, Message)> {
     ));
     all.push((
         "long".into(),
-        Message { kind: CheckFailed, text: "x".repeat(20_000), rollout: "r".repeat(300), ..base.clone() },
+        Message {
+            kind: CheckFailed,
+            text: "x".repeat(20_000),
+            state: RolloutState { rollout: "r".repeat(300), ..base.state.clone() },
+            ..base.clone()
+        },
     ));
     all.push((
         "bare".into(),
-        Message { revision: None, promoted_revision: None, text: String::new(), gates: vec![], ..base },
+        Message {
+            state: RolloutState { revision: None, promoted_revision: None, ..base.state.clone() },
+            text: String::new(),
+            gates: vec![],
+            ..base
+        },
     ));
     all
 }

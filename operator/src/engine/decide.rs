@@ -805,16 +805,7 @@ impl Ctx<'_> {
     // ----- Progressing, Paused and Waiting mid-rollout ---------------------------------------
 
     fn progressing(&mut self, target: &Workload) {
-        if self.next.promoted_revision.as_deref() == Some(target.revision.as_str()) {
-            self.next.phase = Phase::Idle;
-            self.next.canary_revision = None;
-            self.reset_step();
-            self.next.message = Some(format!("target is back at promoted revision {}", target.revision));
-            self.event("RevisionReverted", self.next.message.clone().unwrap_or_default(), false);
-            return;
-        }
-        if self.next.canary_revision.as_deref() != Some(target.revision.as_str()) {
-            self.begin(target, "RevisionChanged");
+        if self.revision_moved(target) {
             return;
         }
         if self.spec.paused {
@@ -1232,22 +1223,31 @@ impl Ctx<'_> {
         )
     }
 
-    // ----- Frozen ----------------------------------------------------------------------------
-
-    /// `onFailure: freeze`: weights and replicas stay where they are until a human promotes or
-    /// aborts (see [`Ctx::handle_request`]), a new revision starts over, or a rollback webhook
-    /// asks for a rollback.
-    fn frozen(&mut self, target: &Workload) {
+    /// The target no longer runs the canary's revision: back at the promoted one (nothing to
+    /// roll out), or at a new one (the analysis starts over). Returns whether it moved.
+    fn revision_moved(&mut self, target: &Workload) -> bool {
         if self.next.promoted_revision.as_deref() == Some(target.revision.as_str()) {
             self.next.phase = Phase::Idle;
             self.next.canary_revision = None;
             self.reset_step();
             self.next.message = Some(format!("target is back at promoted revision {}", target.revision));
             self.event("RevisionReverted", self.next.message.clone().unwrap_or_default(), false);
-            return;
+            return true;
         }
         if self.next.canary_revision.as_deref() != Some(target.revision.as_str()) {
             self.begin(target, "RevisionChanged");
+            return true;
+        }
+        false
+    }
+
+    // ----- Frozen ----------------------------------------------------------------------------
+
+    /// `onFailure: freeze`: weights and replicas stay where they are until a human promotes or
+    /// aborts (see [`Ctx::handle_request`]), a new revision starts over, or a rollback webhook
+    /// asks for a rollback.
+    fn frozen(&mut self, target: &Workload) {
+        if self.revision_moved(target) {
             return;
         }
         self.wake_for_hooks(WebhookType::Rollback);

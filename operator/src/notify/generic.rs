@@ -15,45 +15,32 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Message, MessageKind};
-use crate::api::{GateStatus, Phase, Severity};
-use crate::webhooks::Weights;
+use crate::api::{GateStatus, Severity};
+use crate::webhooks::RolloutState;
 
 /// The generic body, also usable by receivers to parse it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GenericBody {
-    pub rollout: String,
-    pub namespace: String,
+    #[serde(flatten)]
+    pub state: RolloutState,
     pub kind: MessageKind,
     pub severity: Severity,
     pub reason: String,
     pub message: String,
     pub title: String,
-    pub phase: Phase,
-    pub revision: Option<String>,
-    pub promoted_revision: Option<String>,
-    pub step: i32,
-    pub steps: i32,
-    pub weights: Weights,
     pub gates: Vec<GateStatus>,
 }
 
 /// The body for a generic receiver.
 pub fn render(message: &Message) -> Value {
     let body = GenericBody {
-        rollout: message.rollout.clone(),
-        namespace: message.namespace.clone(),
+        state: message.state.clone(),
         kind: message.kind,
         severity: message.severity,
         reason: message.reason.clone(),
         message: message.text.clone(),
         title: message.title(),
-        phase: message.phase,
-        revision: message.revision.clone(),
-        promoted_revision: message.promoted_revision.clone(),
-        step: message.step,
-        steps: message.steps,
-        weights: message.weights,
         gates: message.gates.clone(),
     };
     serde_json::to_value(&body).unwrap_or(Value::Null)

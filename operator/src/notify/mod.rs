@@ -24,11 +24,11 @@ use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use crate::api::{GateStatus, NotificationType, Phase, Rollout, RolloutStatus, Severity, Verdict};
+use crate::api::{GateStatus, NotificationType, Rollout, RolloutStatus, Severity, Verdict};
 use crate::engine::decide::Transition;
 use crate::secrets::SecretReader;
 use crate::webhooks::http::{self, HttpClients, RetryPolicy};
-use crate::webhooks::{Weights, check_url};
+use crate::webhooks::{RolloutState, check_url};
 
 /// What a message is about.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -142,15 +142,8 @@ pub struct Message {
     pub reason: String,
     /// What happened, in the engine's words; several transitions joined by `; `.
     pub text: String,
-    pub rollout: String,
-    pub namespace: String,
-    pub phase: Phase,
-    /// The canary revision.
-    pub revision: Option<String>,
-    pub promoted_revision: Option<String>,
-    pub step: i32,
-    pub steps: i32,
-    pub weights: Weights,
+    /// Where the rollout stands.
+    pub state: RolloutState,
     /// Every gate's last verdict (`status.gates`).
     pub gates: Vec<GateStatus>,
 }
@@ -158,7 +151,7 @@ pub struct Message {
 impl Message {
     /// `shop/web: rolled back`.
     pub fn title(&self) -> String {
-        format!("{}/{}: {}", self.namespace, self.rollout, self.kind.headline())
+        format!("{}/{}: {}", self.state.namespace, self.state.rollout, self.kind.headline())
     }
 
     /// The engine's words without a leading repeat of the headline (`rolled back: ` after a
@@ -237,7 +230,6 @@ pub fn messages(rollout: &Rollout, status: &RolloutStatus, transitions: &[Transi
             }
         }
     }
-    let canary = status.canary_weight.clamp(0, 100);
     classified
         .into_iter()
         .map(|(kind, severity, reason, text)| Message {
@@ -245,14 +237,7 @@ pub fn messages(rollout: &Rollout, status: &RolloutStatus, transitions: &[Transi
             severity,
             reason: reason.to_string(),
             text,
-            rollout: rollout.name_any(),
-            namespace: rollout.namespace().unwrap_or_default(),
-            phase: status.phase,
-            revision: status.canary_revision.clone(),
-            promoted_revision: status.promoted_revision.clone(),
-            step: status.step,
-            steps: status.steps,
-            weights: Weights { canary, primary: 100 - canary },
+            state: RolloutState::of(rollout, status),
             gates: status.gates.clone(),
         })
         .collect()

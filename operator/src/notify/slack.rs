@@ -35,14 +35,14 @@ pub fn render(message: &Message) -> Value {
         blocks.push(section(&escape(message.detail())));
     }
     let mut fields = vec![
-        field("Rollout", &format!("{}/{}", message.namespace, message.rollout)),
-        field("Phase", &format!("{:?}", message.phase)),
-        field("Revision", message.revision.as_deref().unwrap_or("none")),
-        field("Primary revision", message.promoted_revision.as_deref().unwrap_or("none")),
-        field("Step", &format!("{}/{}", message.step, message.steps)),
+        field("Rollout", &format!("{}/{}", message.state.namespace, message.state.rollout)),
+        field("Phase", &format!("{:?}", message.state.phase)),
+        field("Revision", message.state.revision.as_deref().unwrap_or("none")),
+        field("Primary revision", message.state.promoted_revision.as_deref().unwrap_or("none")),
+        field("Step", &format!("{}/{}", message.state.step, message.state.steps)),
         field(
             "Traffic",
-            &format!("canary {}% · primary {}%", message.weights.canary, message.weights.primary),
+            &format!("canary {}% · primary {}%", message.state.weights.canary, message.state.weights.primary),
         ),
     ];
     fields.truncate(FIELDS_MAX);

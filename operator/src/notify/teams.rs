@@ -44,12 +44,12 @@ pub fn render(message: &Message) -> Value {
     }
     let fact = |title: &str, value: String| json!({"title": title, "value": truncate(&value, TEXT_MAX)});
     body.push(json!({"type": "FactSet", "facts": [
-        fact("Rollout", format!("{}/{}", message.namespace, message.rollout)),
-        fact("Phase", format!("{:?}", message.phase)),
-        fact("Revision", message.revision.clone().unwrap_or_else(|| "none".into())),
-        fact("Primary revision", message.promoted_revision.clone().unwrap_or_else(|| "none".into())),
-        fact("Step", format!("{}/{}", message.step, message.steps)),
-        fact("Traffic", format!("canary {}% · primary {}%", message.weights.canary, message.weights.primary)),
+        fact("Rollout", format!("{}/{}", message.state.namespace, message.state.rollout)),
+        fact("Phase", format!("{:?}", message.state.phase)),
+        fact("Revision", message.state.revision.clone().unwrap_or_else(|| "none".into())),
+        fact("Primary revision", message.state.promoted_revision.clone().unwrap_or_else(|| "none".into())),
+        fact("Step", format!("{}/{}", message.state.step, message.state.steps)),
+        fact("Traffic", format!("canary {}% · primary {}%", message.state.weights.canary, message.state.weights.primary)),
         fact("Severity", severity_word(message.severity).to_string()),
     ]}));
     let gates = message.shown_gates();

@@ -1,5 +1,6 @@
 use super::*;
-use crate::api::{GateStatus, RolloutSpec};
+use crate::api::{GateStatus, Phase, RolloutSpec};
+use crate::webhooks::Weights;
 use serde_json::Value;
 
 fn rollout() -> Rollout {
@@ -114,7 +115,7 @@ fn one_message_per_transition() {
         (MessageKind::StepPassed, Severity::Info, "StepAdvanced")
     );
     assert_eq!(step[0].text, "step 2/5: gates passed; step 3/5: 30% of traffic on the canary");
-    assert_eq!(step[0].weights, Weights { canary: 30, primary: 70 });
+    assert_eq!(step[0].state.weights, Weights { canary: 30, primary: 70 });
 
     // A failed check that ends in a rollback is part of the rollback.
     let back = rolled_back();
@@ -220,7 +221,8 @@ fn slack_bodies_follow_block_kit() {
     );
 
     // Over-long engine text and names are cut to Slack's limits.
-    let long = Message { text: "x".repeat(10_000), rollout: "r".repeat(300), ..rolled_back() };
+    let mut long = Message { text: "x".repeat(10_000), ..rolled_back() };
+    long.state.rollout = "r".repeat(300);
     assert_slack_shape(&render(NotificationType::Slack, &long));
 }
 

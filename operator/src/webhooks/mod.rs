@@ -37,13 +37,26 @@ use http::{HttpClients, RetryPolicy};
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Payload {
+    /// Where the rollout stands.
+    #[serde(flatten)]
+    pub state: RolloutState,
+    /// The hook type being called.
+    #[serde(rename = "type")]
+    pub type_: WebhookType,
+    /// Failed checks at this revision.
+    pub failed_checks: i32,
+    /// The hook's `metadata`, plus `reason` and `message` for `event` hooks.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Where a rollout stands, as webhook payloads and notifications tell it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutState {
     /// The Rollout's name.
     pub rollout: String,
     /// The Rollout's namespace.
     pub namespace: String,
-    /// The hook type being called.
-    #[serde(rename = "type")]
-    pub type_: WebhookType,
     /// `status.phase`.
     pub phase: Phase,
     /// The revision being rolled out (the canary), if any.
@@ -56,10 +69,23 @@ pub struct Payload {
     pub steps: i32,
     /// Percent of traffic on each side.
     pub weights: Weights,
-    /// Failed checks at this revision.
-    pub failed_checks: i32,
-    /// The hook's `metadata`, plus `reason` and `message` for `event` hooks.
-    pub metadata: BTreeMap<String, String>,
+}
+
+impl RolloutState {
+    /// The state of `rollout` as `status` describes it.
+    pub fn of(rollout: &Rollout, status: &RolloutStatus) -> Self {
+        let canary = status.canary_weight.clamp(0, 100);
+        RolloutState {
+            rollout: rollout.name_any(),
+            namespace: rollout.namespace().unwrap_or_default(),
+            phase: status.phase,
+            revision: status.canary_revision.clone(),
+            promoted_revision: status.promoted_revision.clone(),
+            step: status.step,
+            steps: status.steps,
+            weights: Weights { canary, primary: 100 - canary },
+        }
+    }
 }
 
 /// Percent of traffic on the canary and on the primary.
@@ -73,17 +99,9 @@ impl Payload {
     /// The payload for one point of a rollout. The hook's own `metadata` is added by
     /// [`Webhooks::call`].
     pub fn new(rollout: &Rollout, status: &RolloutStatus, type_: WebhookType) -> Self {
-        let canary = status.canary_weight.clamp(0, 100);
         Payload {
-            rollout: rollout.name_any(),
-            namespace: rollout.namespace().unwrap_or_default(),
+            state: RolloutState::of(rollout, status),
             type_,
-            phase: status.phase,
-            revision: status.canary_revision.clone(),
-            promoted_revision: status.promoted_revision.clone(),
-            step: status.step,
-            steps: status.steps,
-            weights: Weights { canary, primary: 100 - canary },
             failed_checks: status.failed_checks,
             metadata: BTreeMap::new(),
         }
