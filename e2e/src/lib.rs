@@ -158,6 +158,23 @@ pub fn plugin_binary() -> &'static Path {
     PATH.get_or_init(|| workspace_binary("serin", "kubectl-serin"))
 }
 
+/// Runs `kubectl serin -n <ns> <args>` as the cluster's admin (outside any CI's environment)
+/// and returns its exit code and its output, stdout then stderr.
+pub async fn kubectl_serin(ns: &str, args: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new(plugin_binary())
+        .args(["-n", ns])
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .env_remove("GITHUB_ACTIONS")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// Writes a kubeconfig that authenticates as ServiceAccount `ns/name` with a token from the
 /// TokenRequest API (valid one hour, like `kubectl create token`), for the local cluster, and
 /// returns its path.

@@ -2,8 +2,6 @@
 //! moment of a real rollout, answered by real local HTTP receivers started by the tests;
 //! timeouts and retries end to end; Slack and Teams messages about a real rollback.
 
-use std::process::Stdio;
-
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -11,7 +9,7 @@ use serin::api::{HookState, HookStatus, Phase, RolloutStatus, WaitGate, WaitReas
 use serin_e2e::mesh::traffic::{Canary, Traffic};
 use serin_e2e::receiver::{Receiver, Recorded};
 use serin_e2e::story::{Story, WAIT};
-use serin_e2e::{Operator, eventually, kubeconfig, plugin_binary};
+use serin_e2e::{Operator, eventually, kubectl_serin};
 
 fn hook(name: &str, type_: &str, url: &str, extra: Value) -> Value {
     let mut hook = json!({"name": name, "type": type_, "url": url});
@@ -35,21 +33,6 @@ fn moment(request: &Recorded) -> (String, String, i64, i64, i64) {
         body["weights"]["canary"].as_i64().unwrap(),
         body["weights"]["primary"].as_i64().unwrap(),
     )
-}
-
-/// `kubectl serin -n <ns> <args>`: exit code and stdout.
-async fn plugin(ns: &str, args: &[&str]) -> (i32, String) {
-    let out = tokio::process::Command::new(plugin_binary())
-        .args(["-n", ns])
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .env_remove("GITHUB_ACTIONS")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
 }
 
 #[tokio::test]
@@ -206,7 +189,7 @@ async fn a_rejected_promotion_waits_at_the_last_step_until_approved() {
     );
 
     // A CI job sees a rollout in progress, and says what it waits for.
-    let (code, out) = plugin(&story.ns, &["status", "web"]).await;
+    let (code, out) = kubectl_serin(&story.ns, &["status", "web"]).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("waiting for approval from approve"), "{out}");
 

@@ -2,7 +2,6 @@
 //! rollout that waits for a window opening during the test, then goes on; a failing canary
 //! frozen with its weights held until a human promotes or aborts it with `kubectl serin`.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -11,23 +10,7 @@ use serde_json::{Value, json};
 use serin::api::{HookState, Phase, WaitGate, WaitReason};
 use serin_e2e::receiver::Receiver;
 use serin_e2e::story::{Story, WAIT};
-use serin_e2e::{Operator, eventually, kubeconfig, plugin_binary};
-
-/// `kubectl serin -n <ns> <args>`: exit code and output.
-async fn plugin(ns: &str, args: &[&str]) -> (i32, String) {
-    let out = tokio::process::Command::new(plugin_binary())
-        .args(["-n", ns])
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .env_remove("GITHUB_ACTIONS")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
-}
+use serin_e2e::{Operator, eventually, kubectl_serin};
 
 /// Merges `spec` into the Rollout's spec and waits until the operator has seen it.
 async fn patch_spec(story: &Story, operator: &Operator, spec: Value) {
@@ -74,7 +57,7 @@ async fn a_rollout_waits_for_a_window_that_opens_during_the_test() {
     assert_eq!(story.events("WaitingForWindow").await.len(), 1);
 
     // A CI job waiting on it keeps waiting, and says why when its own timeout ends.
-    let (code, out) = plugin(&story.ns, &["status", "web", "--wait", "--timeout", "2s"]).await;
+    let (code, out) = kubectl_serin(&story.ns, &["status", "web", "--wait", "--timeout", "2s"]).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("outside deployment windows"), "{out}");
 
@@ -112,7 +95,7 @@ async fn a_frozen_rollout_holds_its_weights_until_a_human_promotes_it() {
     // A deploy job waiting on the rollout learns that a human is needed.
     let waiting_job = tokio::spawn({
         let ns = story.ns.clone();
-        async move { plugin(&ns, &["status", "web", "--wait", "--timeout", "90s"]).await }
+        async move { kubectl_serin(&ns, &["status", "web", "--wait", "--timeout", "90s"]).await }
     });
     let status = story.wait_phase(Phase::Frozen, &operator).await.status.unwrap();
     assert_eq!((status.step, status.canary_weight), (1, 20));
@@ -137,12 +120,12 @@ async fn a_frozen_rollout_holds_its_weights_until_a_human_promotes_it() {
     assert_eq!((later.phase, later.step, later.canary_weight), (Phase::Frozen, 1, 20));
     assert_eq!(story.weights().await, Some((80, 20)));
     assert_eq!(receiver.requests_to("/check").len(), checks);
-    let (code, out) = plugin(&story.ns, &["status", "web"]).await;
+    let (code, out) = kubectl_serin(&story.ns, &["status", "web"]).await;
     assert_eq!(code, 5, "{out}");
 
     // The migration is fixed; a human lets the rollout go on.
     receiver.script("200");
-    let (code, out) = plugin(&story.ns, &["promote", "web"]).await;
+    let (code, out) = kubectl_serin(&story.ns, &["promote", "web"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("accepted"), "{out}");
     let done = story.wait_phase(Phase::Succeeded, &operator).await.status.unwrap();
@@ -158,7 +141,7 @@ async fn abort_resolves_a_freeze_by_rolling_back() {
     story.wait_phase(Phase::Frozen, &operator).await;
     assert_eq!(story.weights().await, Some((80, 20)));
 
-    let (code, out) = plugin(&story.ns, &["abort", "web"]).await;
+    let (code, out) = kubectl_serin(&story.ns, &["abort", "web"]).await;
     assert_eq!(code, 0, "{out}");
     let status = story.wait_phase(Phase::Failed, &operator).await.status.unwrap();
     assert!(status.message.unwrap().contains("aborted"));
@@ -166,6 +149,6 @@ async fn abort_resolves_a_freeze_by_rolling_back() {
         (story.weights().await? == (100, 0) && story.replicas("web").await? == 0).then_some(())
     })
     .await;
-    let (code, out) = plugin(&story.ns, &["status", "web"]).await;
+    let (code, out) = kubectl_serin(&story.ns, &["status", "web"]).await;
     assert_eq!(code, 1, "a rollback: {out}");
 }
