@@ -688,17 +688,14 @@ fn known_flags() -> BTreeSet<String> {
 
 /// The operator's arguments as the chart renders them, for a local process: the metrics
 /// address on a free loopback port, files under the pod's `/etc/serin` (the notifications
-/// ConfigMap) read from `etc_serin`, and flags this build of `serin` lacks left out (named on
-/// stderr; they come with the leader-election and telemetry work).
+/// ConfigMap) read from `etc_serin`. Every flag the chart passes must be one `serin run` knows:
+/// an unknown flag would crash the pod.
 fn local_args(container: &Value, etc_serin: Option<&Path>) -> Vec<String> {
     let known = known_flags();
     let mut args = Vec::new();
     for arg in strings(&container["args"]).into_iter().skip_while(|a| a == "run") {
         let flag = arg.split('=').next().unwrap().to_string();
-        if !known.contains(&flag) {
-            eprintln!("note: this serin binary has no {flag}; running without `{arg}`");
-            continue;
-        }
+        assert!(known.contains(&flag), "the chart passes `{arg}`, which `serin run` does not know");
         let mounted = arg.split_once("=/etc/serin/").map(|(_, file)| file);
         if flag == "--metrics-addr" {
             args.push(format!("--metrics-addr=127.0.0.1:{}", serin_e2e::prometheus::free_port()));
@@ -1115,44 +1112,30 @@ struct Case {
 }
 
 /// Why a rule has no case yet (printed, and listed in the test's output).
-fn skip_reason(rule: &Value, flags: &BTreeSet<String>) -> Option<String> {
-    let describe = describe(rule);
-    if strings(&rule["apiGroups"]) == ["coordination.k8s.io"] && !flags.contains("--leader-elect") {
-        return Some(format!(
-            "{describe}: this serin binary has no --leader-elect flag yet, so it takes no Lease"
-        ));
-    }
-    None
-}
-
 #[tokio::test]
 async fn every_rule_of_the_role_is_needed() {
     let client = client().await;
     install_rollout_crd(&client).await;
     install_trafficsplit_crd(&client).await;
-    let flags = known_flags();
 
     // The rules, from the namespaced rendering: the operator's Role and the Lease Role.
     let probe = render("rule", "probe", &["rbac.scope=namespaced", "watchNamespaces={probe}"]);
     let mut cases = Vec::new();
-    let mut skipped = Vec::new();
     for role in of_kind(&probe, "Role") {
         let role_name = role["metadata"]["name"].as_str().unwrap().to_string();
         for (index, rule) in role["rules"].as_array().unwrap().iter().enumerate() {
-            match skip_reason(rule, &flags) {
-                Some(reason) => skipped.push(reason),
-                None => cases.push(Case {
-                    name: format!("without {}", describe(rule)),
-                    role: role_name.clone(),
-                    index,
-                    rule: rule.clone(),
-                }),
-            }
+            cases.push(Case {
+                name: format!("without {}", describe(rule)),
+                role: role_name.clone(),
+                index,
+                rule: rule.clone(),
+            });
         }
     }
-    for reason in &skipped {
-        eprintln!("skipped: {reason}");
-    }
+    assert!(
+        cases.iter().any(|c| c.rule["resources"].to_string().contains("leases")),
+        "the Lease rules are among the cases"
+    );
     assert!(cases.len() >= 16, "the role has lost rules: {} cases", cases.len());
 
     // Each case in a namespace of its own, with its own operator, all at once.
