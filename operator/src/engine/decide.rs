@@ -249,32 +249,24 @@ pub fn hooks_due<'a>(
     let check = check_due(spec, status, now);
     let canary_running = matches!(status.phase, Phase::Progressing | Phase::Paused | Phase::Frozen)
         || waiting_mid_rollout(status);
+    // A gate hook that has not passed for this revision, and is due to be asked (again).
+    let unanswered = |hook: &Webhook| {
+        target_is_canary && !passed(status, hook, revision) && ask_again(spec, status, hook, revision, now)
+    };
     spec.webhooks
         .iter()
         .filter(|hook| match hook.type_ {
-            WebhookType::ConfirmRollout => {
-                waiting_for_approval(WaitGate::Start)
-                    && target_is_canary
-                    && !passed(status, hook, revision)
-                    && ask_again(spec, status, hook, revision, now)
-            }
+            WebhookType::ConfirmRollout => waiting_for_approval(WaitGate::Start) && unanswered(hook),
             WebhookType::PreRollout => {
                 status.phase == Phase::Progressing
                     && status.step == 0
                     && !spec.paused
-                    && target_is_canary
                     && canary_ready
                     && obs.target.as_ref().is_none_or(|t| t.failure.is_none())
-                    && !passed(status, hook, revision)
-                    && ask_again(spec, status, hook, revision, now)
+                    && unanswered(hook)
             }
             WebhookType::Rollout => check && target_is_canary,
-            WebhookType::ConfirmPromotion => {
-                waiting_for_approval(WaitGate::Promotion)
-                    && target_is_canary
-                    && !passed(status, hook, revision)
-                    && ask_again(spec, status, hook, revision, now)
-            }
+            WebhookType::ConfirmPromotion => waiting_for_approval(WaitGate::Promotion) && unanswered(hook),
             WebhookType::Rollback => {
                 canary_running && target_is_canary && ask_again(spec, status, hook, revision, now)
             }
