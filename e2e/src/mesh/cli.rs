@@ -19,6 +19,22 @@ pub fn parse_or_exit<T: clap::Parser>(program: &str) -> T {
     }
 }
 
+/// A binary's `main`: its flags parsed (usage errors exit 2), `run` driven to the end on a
+/// Tokio runtime, and an error printed as one line with exit code 1.
+pub fn main<T, F, Fut>(program: &str, run: F)
+where
+    T: clap::Parser,
+    F: FnOnce(T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let args: T = parse_or_exit(program);
+    let runtime = tokio::runtime::Runtime::new()
+        .unwrap_or_else(|e| die(program, EXIT_FAILURE, &format!("cannot start the runtime: {e}")));
+    if let Err(message) = runtime.block_on(run(args)) {
+        die(program, EXIT_FAILURE, &message);
+    }
+}
+
 /// Prints `<program>: <message>` on stderr and exits with `code`.
 pub fn die(program: &str, code: i32, message: &str) -> ! {
     eprintln!("{program}: {message}");

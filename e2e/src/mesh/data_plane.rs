@@ -366,12 +366,7 @@ pub async fn run(args: Args) -> Result<(), String> {
 
 /// The binary's `main`.
 pub fn main() {
-    let args: Args = cli::parse_or_exit(PROGRAM);
-    let runtime = tokio::runtime::Runtime::new()
-        .unwrap_or_else(|e| cli::die(PROGRAM, cli::EXIT_FAILURE, &format!("cannot start the runtime: {e}")));
-    if let Err(message) = runtime.block_on(run(args)) {
-        cli::die(PROGRAM, cli::EXIT_FAILURE, &message);
-    }
+    cli::main::<Args, _, _>(PROGRAM, run);
 }
 
 #[cfg(test)]

@@ -166,12 +166,7 @@ pub(crate) fn println_flush(line: &str) {
 
 /// The binary's `main`.
 pub fn main() {
-    let args: Args = cli::parse_or_exit(PROGRAM);
-    let runtime = tokio::runtime::Runtime::new()
-        .unwrap_or_else(|e| cli::die(PROGRAM, cli::EXIT_FAILURE, &format!("cannot start the runtime: {e}")));
-    if let Err(message) = runtime.block_on(run(args)) {
-        cli::die(PROGRAM, cli::EXIT_FAILURE, &message);
-    }
+    cli::main::<Args, _, _>(PROGRAM, run);
 }
 
 #[cfg(test)]
