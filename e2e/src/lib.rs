@@ -459,6 +459,34 @@ pub fn audit_events(agent: &str) -> Vec<AuditEvent> {
     events
 }
 
+/// Changes the image of the sample app `web` in `ns`: a new revision.
+pub async fn set_web_image(client: &Client, ns: &str, image: &str) {
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}});
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns)
+        .patch("web", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("patch the image of Deployment {ns}/web: {e}"));
+}
+
+/// The notes of the Events about Rollouts in `ns` with `reason`, oldest first, one per Event
+/// object.
+pub async fn rollout_event_notes(client: &Client, ns: &str, reason: &str) -> Vec<String> {
+    use k8s_openapi::api::events::v1::Event;
+    let mut list: Vec<Event> = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("list the Events in {ns}: {e}"))
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Rollout")
+        })
+        .collect();
+    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    list.into_iter().map(|e| e.note.unwrap_or_default()).collect()
+}
+
 /// Creates the app every story rolls out: Deployment `web` (2 replicas of image `web:1`, pods
 /// labelled `app: web`) and a Rollout `web` for it on port 80, with `spec` merged into the
 /// Rollout's spec (e.g. `strategy`, `analysis`, `progressDeadlineSeconds`).

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use serin::api::{Phase, Rollout, RolloutStatus};
@@ -100,12 +99,18 @@ impl Story {
 
     /// Changes the app's image: a new revision.
     pub async fn set_image(&self, image: &str) {
+        crate::set_web_image(&self.client, &self.ns, image).await;
+    }
+
+    /// A new revision whose pods never become ready: kwok leaves pods with the label
+    /// `serin.dev/e2e-never-ready` Pending (see `e2e/fixtures/kwok/stages.yaml`).
+    pub async fn set_never_ready(&self) {
         let patch =
-            json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}});
+            json!({"spec": {"template": {"metadata": {"labels": {"serin.dev/e2e-never-ready": "true"}}}}});
         self.deployments
             .patch("web", &PatchParams::default(), &Patch::Strategic(&patch))
             .await
-            .expect("patch the image of Deployment web");
+            .expect("label the pod template of Deployment web never-ready");
     }
 
     /// (primary, canary) weights of the TrafficSplit.
@@ -128,19 +133,6 @@ impl Story {
 
     /// The notes of the Rollout's Events with `reason`, oldest first, one per Event object.
     pub async fn events(&self, reason: &str) -> Vec<String> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
-        let mut list: Vec<Event> = events
-            .list(&ListParams::default())
-            .await
-            .expect("list Events")
-            .items
-            .into_iter()
-            .filter(|e| {
-                e.reason.as_deref() == Some(reason)
-                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Rollout")
-            })
-            .collect();
-        list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-        list.into_iter().map(|e| e.note.unwrap_or_default()).collect()
+        crate::rollout_event_notes(&self.client, &self.ns, reason).await
     }
 }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use serin::api::{Phase, Rollout, Verdict};
@@ -27,7 +27,6 @@ struct World {
     _adapter: Adapter,
     traffic: Traffic,
     rollouts: Api<Rollout>,
-    deployments: Api<Deployment>,
     ns: String,
 }
 
@@ -76,15 +75,7 @@ impl World {
         .unwrap();
         rollouts.create(&PostParams::default(), &rollout).await.unwrap();
         let operator = Operator::start(&ns);
-        World {
-            operator,
-            registration: Some(registration),
-            _adapter: adapter,
-            traffic,
-            rollouts,
-            deployments,
-            ns,
-        }
+        World { operator, registration: Some(registration), _adapter: adapter, traffic, rollouts, ns }
     }
 
     async fn status(&self) -> serin::api::RolloutStatus {
@@ -118,24 +109,13 @@ impl World {
         }
     }
 
-    /// The notes of this namespace's Events with `reason`.
+    /// The notes of the Rollout's Events with `reason`, oldest first.
     async fn events(&self, reason: &str) -> Vec<String> {
-        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client().await, &self.ns);
-        events
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .map(|e| e.note.unwrap_or_default())
-            .collect()
+        serin_e2e::rollout_event_notes(&client().await, &self.ns, reason).await
     }
 
     async fn new_image(&self) {
-        let patch =
-            json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}});
-        self.deployments.patch("web", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
+        serin_e2e::set_web_image(&client().await, &self.ns, "web:2").await;
     }
 
     async fn canary_weight_in_split(&self) -> Option<i64> {

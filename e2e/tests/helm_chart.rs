@@ -822,11 +822,7 @@ impl App {
         match milestone {
             Milestone::Initialized => {}
             Milestone::Promoted => {
-                let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}});
-                self.deployments
-                    .patch("web", &PatchParams::default(), &Patch::Strategic(&patch))
-                    .await
-                    .unwrap();
+                serin_e2e::set_web_image(&self.client, &self.ns, "web:2").await;
             }
             Milestone::HandedBack => {
                 self.rollouts.delete("web", &DeleteParams::default()).await.unwrap();

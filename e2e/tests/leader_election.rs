@@ -5,14 +5,13 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::json;
 use serin::api::{Phase, Rollout};
 use serin_e2e::{
     AuditEvent, Operator, OperatorOptions, audit_events, client, deploy_web_with_rollout, eventually,
-    install_rollout_crd, install_trafficsplit_crd, namespace,
+    install_rollout_crd, install_trafficsplit_crd, namespace, rollout_event_notes, set_web_image,
 };
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -61,20 +60,6 @@ async fn phase(rollouts: &Api<Rollout>) -> Option<Phase> {
     Some(rollouts.get("web").await.ok()?.status?.phase)
 }
 
-async fn event_notes(client: &Client, ns: &str, reason: &str) -> Vec<String> {
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let mut list: Vec<Event> = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .collect();
-    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-    list.into_iter().map(|e| e.note.unwrap_or_default()).collect()
-}
-
 /// The writes of an instance, leaving out its Lease traffic (acquiring and renewing).
 fn writes(agent: &str) -> Vec<AuditEvent> {
     audit_events(agent).into_iter().filter(|e| e.is_write() && e.resource != "leases").collect()
@@ -114,11 +99,7 @@ async fn a_follower_takes_over_mid_rollout_when_the_leader_is_killed_and_only_on
     })
     .await;
     assert_eq!(get(&a.url("/readyz")).await.map(|r| r.0), Some(200), "the leader's caches are synced");
-    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}});
-    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns)
-        .patch("web", &PatchParams::default(), &Patch::Strategic(&patch))
-        .await
-        .unwrap();
+    set_web_image(&client, &ns, "web:2").await;
     eventually("the rollout to reach step 2", WAIT, || async {
         let status = rollouts.get("web").await.ok()?.status?;
         (status.phase == Phase::Progressing && status.step >= 2).then_some(())
@@ -143,12 +124,12 @@ async fn a_follower_takes_over_mid_rollout_when_the_leader_is_killed_and_only_on
     assert!(done.is_ok(), "not promoted; the new leader's log:\n{}", b.log_tail());
 
     // Every step taken exactly once, across the handover.
-    let steps = event_notes(&client, &ns, "StepAdvanced").await;
+    let steps = rollout_event_notes(&client, &ns, "StepAdvanced").await;
     assert_eq!(steps.len(), 4, "{steps:?}");
     for (i, note) in steps.iter().enumerate() {
         assert!(note.starts_with(&format!("step {}/4", i + 1)), "{steps:?}");
     }
-    assert_eq!(event_notes(&client, &ns, "Promoted").await.len(), 1);
+    assert_eq!(rollout_event_notes(&client, &ns, "Promoted").await.len(), 1);
 
     // The audit log: both wrote, and never interleaved: every write of the killed leader came
     // before every write of the new one, which began only after the kill.

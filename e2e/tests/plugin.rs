@@ -195,10 +195,7 @@ async fn status_exits_1_with_the_reason_when_the_revision_is_rolled_back() {
     .await;
     let operator = Operator::start(&story.ns);
     story.wait_phase(Phase::Idle, &operator).await;
-    // kwok leaves pods with this label Pending (see e2e/fixtures/kwok/stages.yaml).
-    let patch =
-        json!({"spec": {"template": {"metadata": {"labels": {"serin.dev/e2e-never-ready": "true"}}}}});
-    story.deployments.patch("web", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
+    story.set_never_ready().await;
     let new = story.target_revision().await;
 
     let run = story.serin(&["status", "web", "--wait", "--timeout", "90s"]).await.expect(1);

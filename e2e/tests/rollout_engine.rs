@@ -101,10 +101,7 @@ async fn a_canary_that_never_becomes_ready_is_rolled_back_at_the_deadline() {
     let operator = Operator::start(&story.ns);
     story.wait_phase(Phase::Idle, &operator).await;
 
-    // kwok leaves pods with this label Pending (see e2e/fixtures/kwok/stages.yaml).
-    let patch =
-        json!({"spec": {"template": {"metadata": {"labels": {"serin.dev/e2e-never-ready": "true"}}}}});
-    story.deployments.patch("web", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
+    story.set_never_ready().await;
 
     let rollout = story.wait_phase(Phase::Failed, &operator).await;
     let message = rollout.status.as_ref().unwrap().message.clone().unwrap();

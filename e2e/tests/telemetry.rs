@@ -6,9 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 use serin::api::{Phase, Rollout};
 use serin_e2e::mesh::scrape::Scrape;
@@ -91,11 +90,7 @@ async fn a_rollout_is_measured_traced_and_logged() {
         let response = healthz.get(operator.url(path)).send().await.unwrap();
         assert_eq!(response.status().as_u16(), 200, "{path}");
     }
-    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:2"}]}}}});
-    Api::<Deployment>::namespaced(client.clone(), &ns)
-        .patch("web", &PatchParams::default(), &Patch::Strategic(&patch))
-        .await
-        .unwrap();
+    serin_e2e::set_web_image(&client, &ns, "web:2").await;
 
     // Scrape while the rollout runs: the phase gauge follows the Rollout.
     let mut phases_seen = BTreeSet::new();
